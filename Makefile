@@ -1,0 +1,49 @@
+# Every target sets up what it needs; a fresh clone needs only `make demo` / `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+# numpy-2 suite: Python 3.12 where this machine has one (as on the GPU machine), else $(PYTHON).
+NUMPY2_PYTHON ?= $(shell .ci/find-python 3.12 2>/dev/null || command -v $(PYTHON))
+VENV2 ?= .venv-numpy2
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: setup setup-numpy2 test test-numpy2 test-fast lint demo bench clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	PIP_CONSTRAINT=$(CURDIR)/requirements/constraints.txt $(VENV)/bin/pip install \
+	    --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+$(VENV2)/.installed: setup.cfg pyproject.toml requirements/constraints-numpy2.txt
+	$(NUMPY2_PYTHON) -m venv $(VENV2)
+	PIP_CONSTRAINT=$(CURDIR)/requirements/constraints-numpy2.txt $(VENV2)/bin/pip install \
+	    --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+setup-numpy2: $(VENV2)/.installed
+
+test: setup
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The whole suite again on numpy 2 (and Python 3.12 when present), through _compat.py.
+test-numpy2: setup-numpy2
+	$(VENV2)/bin/python -c "import sys, numpy; print('numpy-2 suite on Python', sys.version.split()[0], 'numpy', numpy.__version__)"
+	$(VENV2)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+demo: setup
+	$(VENV)/bin/mixnorm-demo --out results/demo $(DEMO_ARGS)
+
+bench: setup
+	$(VENV)/bin/python experiments/bench_core.py
+
+clean:
+	rm -rf $(VENV) $(VENV2) results .pytest_cache *.egg-info

@@ -1,0 +1,17 @@
+"""Mixture Normalization (Kalayeh & Shah) for Chainer/CuPy.
+
+Import this package before chainer when running on numpy >= 2 / Python >= 3.12:
+:mod:`mixnorm_chainer._compat` adapts chainer 7.8.1 there (and does nothing on numpy 1.26).
+"""
+# isort: off
+from mixnorm_chainer import _compat  # noqa: F401  (must run before chainer is imported)
+# isort: on
+from mixnorm_chainer import models
+from mixnorm_chainer.functions import ComponentStatistics, mixture_normalization
+from mixnorm_chainer.gmm import GaussianMixture, fit_gmm
+from mixnorm_chainer.links import MixtureNormalization
+from mixnorm_chainer.queue import queue_normalization
+
+__all__ = ['ComponentStatistics', 'GaussianMixture', 'MixtureNormalization', 'fit_gmm',
+           'mixture_normalization', 'models', 'queue_normalization']
+__version__ = '0.1.0'

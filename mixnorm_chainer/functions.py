@@ -1,0 +1,327 @@
+"""The Mixture Normalizing Transform (Section 3.2, Eq. 34-37 and 40) as a Chainer FunctionNode.
+
+Notation (Section 3.2): rows ``x_i`` (i = 1..m, all N*H*W positions; D = C channels),
+responsibilities ``nu`` (m, K) from the fitted GMM (Eq. 31), and
+
+* ``lambda_k = mean_i nu_ik``                          (mixture weights)
+* ``nuhat_ik = nu_ik / sum_j nu_jk``                     (Eq. 36)
+* ``mu_k = nuhat_k^T x``, ``sigma_k^2 = nuhat_k^T (x - mu_k)^2``  (Eq. 35)
+* ``xhat^k_i = (x_i - mu_k) / sqrt(sigma_k^2 + eps)``     (Eq. 35)
+* ``xhat_i = sum_k nu_ik / sqrt(lambda_k) * xhat^k_i``    (Eq. 34)
+* ``y_i = gamma * xhat_i + beta``                          (per-channel affine, the default)
+
+Gradients flow through mu and sigma^2 (and lambda's role as a constant scale) but stop at nu
+(Section 3.2, "Differentiability"; PAPER-NOTES 3). With K = 1 this is exactly
+``F.batch_normalization`` (PAPER-NOTES 4).
+
+Options:
+
+* ``affine='statistics'`` is Eq. 37 as printed: beta shifts every component mean and gamma
+  scales every component variance, ``xhat^k = (x - mu_k - beta) / sqrt(gamma sigma_k^2 + eps)``
+  (``gamma sigma_k^2`` is clamped at 0), and there is no output affine.
+* ``activation='relu'`` is Eq. 40: the ReLU is applied per component before aggregation.
+  Writing the output as ``y_i = sum_k nu_ik z_ik`` with ``z_ik = gamma xhat^k_i / sqrt(lambda_k)
+  + beta`` (using sum_k nu_ik = 1), the fused form is ``y_i = sum_k nu_ik ReLU(z_ik)``; without
+  the output affine that is literally Eq. 40, and for one-hot nu it equals ``ReLU(y_i)`` (Eq. 41).
+
+The same node serves test mode (Eq. 38), where the components are the queue's and the
+statistics are fixed: then no gradient flows through the statistics (as in
+``F.fixed_batch_normalization``).
+
+Computation: every per-row quantity is an (m, K) x (K, C) product, so no (m, K, C) array is
+formed except in the fused-ReLU path, which loops over K. Rows are shifted by a per-channel
+constant before the sums of squares (training: the batch mean), which leaves the transform
+unchanged and keeps float32 precise. float16 inputs are computed in float32.
+"""
+import collections
+
+import chainer
+import numpy
+from chainer import function_node
+from chainer.backend import get_array_module
+
+AFFINE_PLACEMENTS = ('output', 'statistics')
+ACTIVATIONS = (None, 'relu')
+
+#: Statistics of the components in the training transform: lambda (K,), mu (K, C), sigma^2 (K, C).
+ComponentStatistics = collections.namedtuple('ComponentStatistics',
+                                             ['weights', 'means', 'variances'])
+
+
+def to_rows(x):
+    """(N, C, *S) -> (N*prod(S), C): the row order of ``x.transpose(0, 2, 3, 1).reshape(-1, C)``."""
+    xp = get_array_module(x)
+    if x.ndim == 2:
+        return x
+    return xp.ascontiguousarray(xp.moveaxis(x, 1, -1)).reshape(-1, x.shape[1])
+
+
+def from_rows(rows, shape):
+    """Inverse of :func:`to_rows` for an array of the given (N, C, *S) shape."""
+    xp = get_array_module(rows)
+    if len(shape) == 2:
+        return rows
+    moved = rows.reshape((shape[0],) + tuple(shape[2:]) + (shape[1],))
+    return xp.ascontiguousarray(xp.moveaxis(moved, -1, 1))
+
+
+def compute_dtype(dtype):
+    """float16 activations are normalized in float32 (like chainer's batch normalization)."""
+    return numpy.dtype(numpy.float32) if dtype == numpy.float16 else numpy.dtype(dtype)
+
+
+def column_sums(A):
+    """``A.sum(axis=0)`` of an (m, C) array as a BLAS product (numpy sums columns slowly)."""
+    xp = get_array_module(A)
+    return xp.ones(A.shape[0], A.dtype) @ A
+
+
+def component_statistics(X, nu):
+    """Eq. 35-36: ``(lambda, nuhat, mu, sigma^2)`` of rows X (m, C) under responsibilities nu.
+
+    A component with no mass (sum_i nu_ik = 0) gets nuhat = 0, mu = 0, sigma^2 = 0.
+    """
+    xp = get_array_module(X)
+    n = nu.sum(axis=0)
+    nuhat = nu / xp.where(n > 0, n, 1)[None, :]
+    mu = nuhat.T @ X
+    var = xp.maximum(nuhat.T @ (X * X) - mu * mu, 0)
+    return n / X.shape[0], nuhat, mu, var
+
+
+def inv_sqrt_weights(lam):
+    """``1 / sqrt(lambda_k)``, and 0 for an empty component (its nu column is 0 anyway)."""
+    xp = get_array_module(lam)
+    return xp.where(lam > 0, 1 / xp.sqrt(xp.where(lam > 0, lam, 1)), 0)
+
+
+class _Saved:
+    """What the forward pass leaves for the backward pass (rows, component terms, options)."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class MixtureNormalizationFunction(function_node.FunctionNode):
+    """Mixture normalization of ``x`` given responsibilities (Eq. 34-37, 40).
+
+    Inputs are ``(x, gamma, beta)``; the responsibilities are a constant of the node.
+
+    Internally the output is ``y_i = sum_k coef_ik z^k_i`` with ``coef_ik = nu_ik / sqrt(lambda_k)``
+    and ``z^k = gamma xhat^k + sqrt(lambda_k) beta`` (= Eq. 34 + affine, since sum_k nu_ik = 1),
+    or ``sum_k coef_ik ReLU(z^k)`` for Eq. 40 (coef >= 0 commutes with ReLU).
+
+    Args:
+        responsibilities: nu (m, K) (training mode; ignored when ``fixed`` is given).
+        eps: added to the component variances (Eq. 35).
+        affine: ``'output'`` (gamma xhat + beta) or ``'statistics'`` (Eq. 37 as printed).
+        activation: None or ``'relu'`` (Eq. 40, fused per-component ReLU).
+        fixed: None for training (statistics from the batch, Eq. 35-36), or for test mode a
+            tuple ``(coef (m, J), scale (J,), means (J, C), variances (J, C), shift (C,))``:
+            the per-row weight of each queue component in Eq. 38, the factor with
+            ``posterior = coef * scale``, and the queue's statistics (constants).
+        rows: optional ``to_rows(x)`` in the compute dtype, if the caller already has it.
+    """
+
+    def __init__(self, responsibilities, eps=2e-5, affine='output', activation=None,
+                 fixed=None, rows=None):
+        self.responsibilities = responsibilities
+        self.eps = eps
+        self.affine = affine
+        self.activation = activation
+        self.fixed = fixed
+        self.rows = rows
+        self.statistics = None
+
+    def forward(self, inputs):
+        self.retain_inputs(())
+        x, gamma, beta = inputs
+        xp = get_array_module(x)
+        dtype = compute_dtype(x.dtype)
+        X = to_rows(x).astype(dtype, copy=False) if self.rows is None else self.rows
+        self.rows = None
+        g = gamma.astype(dtype, copy=False)
+        b = beta.astype(dtype, copy=False)
+
+        if self.fixed is None:
+            nu = xp.asarray(self.responsibilities).astype(dtype, copy=False)
+            shift = column_sums(X) / X.shape[0]
+            Xs = X - shift
+            lam, nuhat, mu_s, var = component_statistics(Xs, nu)
+            coef = nu * inv_sqrt_weights(lam)[None, :]
+            scale = xp.sqrt(lam)
+            self.statistics = ComponentStatistics(lam, mu_s + shift, var)
+        else:
+            coef, scale, means, var, shift = (xp.asarray(a).astype(dtype, copy=False)
+                                              for a in self.fixed)
+            Xs = X - shift
+            mu_s = means - shift
+            nuhat = None
+        self.responsibilities = None
+
+        if self.affine == 'statistics':                   # Eq. 37 as printed
+            scaled_var = g[None, :] * var
+            var_active = scaled_var > 0
+            s = 1 / xp.sqrt(xp.where(var_active, scaled_var, 0) + self.eps)
+            c = mu_s + b[None, :]
+            g_out, b_out = xp.ones_like(g), xp.zeros_like(b)
+        else:
+            var_active = None
+            s = 1 / xp.sqrt(var + self.eps)
+            c = mu_s
+            g_out, b_out = g, b
+        # z^k = a_k * x - d_k  (per channel):  a_k = g_out s_k,  d_k = a_k c_k - sqrt(lam_k) b_out
+        a = g_out[None, :] * s
+        d = a * c - scale[:, None] * b_out[None, :]
+
+        if self.activation == 'relu':
+            Y = xp.zeros_like(Xs)
+            for k in range(coef.shape[1]):
+                z = Xs * a[k]
+                z -= d[k]
+                xp.maximum(z, 0, out=z)
+                z *= coef[:, k:k + 1]
+                Y += z
+        else:
+            Y = Xs * (coef @ a)
+            Y -= coef @ d
+
+        self.saved = _Saved(Xs=Xs, nuhat=nuhat, coef=coef, scale=scale, mu_s=mu_s, var=var,
+                            s=s, c=c, a=a, d=d, g=g, var_active=var_active,
+                            x_shape=x.shape, x_dtype=x.dtype, g_dtype=gamma.dtype,
+                            b_dtype=beta.dtype)
+        return from_rows(Y, x.shape).astype(x.dtype, copy=False),
+
+    def backward(self, indexes, grad_outputs):
+        gy, = grad_outputs
+        return MixtureNormalizationGrad(self).apply((gy,))
+
+
+class MixtureNormalizationGrad(function_node.FunctionNode):
+    """Gradients of :class:`MixtureNormalizationFunction` w.r.t. (x, gamma, beta).
+
+    For one component with weights nuhat (summing to 1), ``xhat = (x - c) t`` with
+    ``c = mu + b`` and ``t = (a sigma^2 + eps)^(-1/2)`` (a = 1, b = 0 unless affine='statistics'),
+    and upstream gradient G^k on xhat^k, the derivative (Eq. 35-36 differentiated, nu fixed) is
+
+        dL/dx_j = t G^k_j - t nuhat_j S1 - nuhat_j (x_j - mu) a t^2 S2,
+        dL/db = -t S1,   dL/da = -1/2 t^2 sigma^2 S2,
+
+    with ``S1 = sum_i G^k_i`` and ``S2 = sum_i G^k_i xhat^k_i``; summed over components. In test
+    mode (fixed statistics) only the first term of dL/dx remains. Double backprop is not
+    supported.
+    """
+
+    def __init__(self, forward_node):
+        self.f = forward_node
+
+    def forward(self, inputs):
+        gy, = inputs
+        f, sv = self.f, self.f.saved
+        xp = get_array_module(gy)
+        G = to_rows(gy).astype(sv.Xs.dtype, copy=False)
+        Xs, coef, s, c, a = sv.Xs, sv.coef, sv.s, sv.c, sv.a
+        output_affine = f.affine == 'output'
+        g_out = sv.g if output_affine else xp.ones_like(sv.g)
+
+        # P_k = sum_i dL/dz^k_i, Q_k = sum_i dL/dz^k_i x_i (shifted), gX = the direct term.
+        if f.activation == 'relu':
+            P = xp.empty_like(s)
+            Q = xp.empty_like(s)
+            gX = xp.zeros_like(Xs)
+            for k in range(coef.shape[1]):
+                z = Xs * a[k]
+                z -= sv.d[k]
+                Gz = G * coef[:, k:k + 1]
+                Gz *= z > 0
+                P[k] = column_sums(Gz)
+                Q[k] = column_sums(Gz * Xs)
+                Gz *= a[k]
+                gX += Gz
+        else:
+            P = coef.T @ G
+            Q = coef.T @ (G * Xs)
+            gX = G * (coef @ a)
+        # S1_k = sum_i dL/dxhat^k_i, S2_k = sum_i dL/dxhat^k_i xhat^k_i  (per channel)
+        xhat_moment = s * (Q - c * P)
+        S1 = g_out * P
+        S2 = g_out * xhat_moment
+
+        if output_affine:
+            dg = xhat_moment.sum(axis=0)
+            db = (sv.scale[:, None] * P).sum(axis=0)
+        else:
+            dg = -0.5 * (s * s * sv.var * sv.var_active * S2).sum(axis=0)
+            db = -(s * S1).sum(axis=0)
+        if sv.nuhat is not None:
+            # Gradient through the batch statistics mu_k, sigma_k^2 (training mode).
+            var_scale = sv.g[None, :] * sv.var_active if f.affine == 'statistics' else 1
+            r = var_scale * s * s * S2
+            gX -= sv.nuhat @ (s * S1 - r * sv.mu_s)
+            gX -= Xs * (sv.nuhat @ r)
+        gx = from_rows(gX, sv.x_shape).astype(sv.x_dtype, copy=False)
+        return gx, dg.astype(sv.g_dtype, copy=False), db.astype(sv.b_dtype, copy=False)
+
+    def backward(self, indexes, grad_outputs):
+        raise NotImplementedError('double backpropagation through mixture normalization '
+                                  'is not supported')
+
+
+def _array(v):
+    return v.array if isinstance(v, chainer.Variable) else v
+
+
+def check_options(eps, affine, activation):
+    if not eps > 0:
+        raise ValueError(f'eps must be > 0; got {eps!r}')
+    if affine not in AFFINE_PLACEMENTS:
+        raise ValueError(f'affine must be one of {AFFINE_PLACEMENTS}; got {affine!r}')
+    if activation not in ACTIVATIONS:
+        raise ValueError(f'activation must be one of {ACTIVATIONS}; got {activation!r}')
+
+
+def check_input(x, size, name='x'):
+    """The shape checks shared by the function and the link: (N, C, ...) with C = size."""
+    if x.ndim < 2:
+        raise ValueError(f'{name} must have shape (N, C) or (N, C, H, W); got shape {x.shape}')
+    if x.dtype.kind != 'f':
+        raise ValueError(f'{name} must be floating point; got dtype {x.dtype}')
+    if size is not None and x.shape[1] != size:
+        raise ValueError(f'{name} has {x.shape[1]} channels (axis 1) but the normalization was '
+                         f'built for {size}; shape {x.shape}')
+    rows = x.shape[0] * int(numpy.prod(x.shape[2:], dtype=numpy.int64))
+    if rows == 0:
+        raise ValueError(f'{name} has no rows to normalize; shape {x.shape}')
+    return rows
+
+
+def mixture_normalization(x, gamma, beta, responsibilities, eps=2e-5, affine='output',
+                          activation=None):
+    """Mixture normalization with given responsibilities (Eq. 34-36; Eq. 37, 40 as options).
+
+    Args:
+        x: (N, C) or (N, C, H, W) (any (N, C, ...)), float16/32/64.
+        gamma, beta: (C,) per-channel scale and shift.
+        responsibilities: nu (m, K) with m = N*H*W, in the row order of
+            ``x.transpose(0, 2, 3, 1).reshape(-1, C)`` (for (N, C): (N, K)). No gradient.
+        eps: added to each component variance.
+        affine: ``'output'`` (default, ``gamma * xhat + beta`` after Eq. 34) or
+            ``'statistics'`` (Eq. 37 as printed).
+        activation: None or ``'relu'`` (Eq. 40: ReLU per component, then aggregate).
+
+    Returns:
+        chainer.Variable of x's shape and dtype.
+    """
+    check_options(eps, affine, activation)
+    xa = _array(x)
+    m = check_input(xa, None)
+    C = xa.shape[1]
+    for name, p in (('gamma', gamma), ('beta', beta)):
+        if _array(p).shape != (C,):
+            raise ValueError(f'{name} must have shape ({C},); got {_array(p).shape}')
+    nu = _array(responsibilities)
+    if nu.ndim != 2 or nu.shape[0] != m:
+        raise ValueError(f'responsibilities must have shape (m, K) = ({m}, K) for x of shape '
+                         f'{xa.shape}; got {nu.shape}')
+    y, = MixtureNormalizationFunction(nu, eps, affine, activation).apply((x, gamma, beta))
+    return y

@@ -1,0 +1,308 @@
+"""Fitting the diagonal Gaussian mixture of Mixture Normalization (Sections 3.2, 4.2, 5.1, 5.3).
+
+One mixture per MN layer, joint over the D = C channels of the rows x_1..x_m of a mini-batch
+(PAPER-NOTES 1): ``p(x) = sum_k lambda_k N(x | mu_k, diag(sigma_k^2))`` (Eq. 26-27), fitted as
+the paper does:
+
+1. k-means++ seeding with ``2 + int(log K)`` local trials per centre (Section 4.2),
+2. ``kmeans_iters`` Lloyd k-means iterations,
+3. an M-step on the hard k-means assignment (initial lambda, mu, sigma^2),
+4. ``em_iters`` EM iterations, the E-step in the log domain (Eq. 31 via log-sum-exp),
+5. pruning (Section 5.3): components with lambda_k < ``min_weight`` are dropped and their
+   rows re-assigned to the rest by one more E-step over the kept components and an M-step.
+
+The paper's "EM iter." is ``kmeans_iters + em_iters`` (PAPER-NOTES 2). ``sample_fraction`` < 1
+fits on a random subset of rows (Section 5.1: >= 25% is "sufficiently accurate").
+
+The code is written once against ``xp`` (numpy or cupy). Random draws come from a host
+``numpy.random.Generator`` (a few numbers per fit), so a seed gives the same mixture on CPU and
+GPU. The only host-device synchronization is the pruning decision (a K-vector to the host).
+The structure follows scikit-learn's ``mixture/_gaussian_mixture.py``: one function per step.
+"""
+import math
+
+import numpy
+from chainer.backend import get_array_module
+from chainer.backends import cuda
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class GaussianMixture:
+    """A fitted diagonal-covariance Gaussian mixture (Eq. 26-27).
+
+    Attributes:
+        weights: lambda, shape (K,), non-negative, summing to 1.
+        means: mu, shape (K, D).
+        variances: sigma^2, shape (K, D), at least the fit's variance floor.
+    """
+
+    def __init__(self, weights, means, variances):
+        self.weights = weights
+        self.means = means
+        self.variances = variances
+
+    @property
+    def n_components(self):
+        """The number of components K (after pruning, when fitted by :func:`fit_gmm`)."""
+        return int(self.weights.shape[0])
+
+    def _rows(self, X):
+        xp = get_array_module(self.means)
+        X = xp.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.means.shape[1]:
+            raise ValueError(f'expected rows of shape (m, {self.means.shape[1]}), got {X.shape}')
+        return X.astype(self.means.dtype, copy=False)
+
+    def weighted_log_prob(self, X):
+        """``log lambda_k + log N(x_i | mu_k, sigma_k^2)``, shape (m, K) (Eq. 26-27)."""
+        X = self._rows(X)
+        log_prob = estimate_log_gaussian_prob(X, self.means, self.variances)
+        return (log_prob + _log(self.weights)[:, None]).T
+
+    def responsibilities(self, X):
+        """Posterior nu_k(x_i) of Eq. 31, shape (m, K); rows sum to 1."""
+        log_resp, _ = e_step(self._rows(X), self.weights, self.means, self.variances)
+        return get_array_module(log_resp).exp(log_resp).T
+
+    def log_likelihood(self, X):
+        """``log p(x_i)`` of each row (Eq. 26), shape (m,)."""
+        return logsumexp(self.weighted_log_prob(X), axis=1)
+
+    def score(self, X):
+        """Mean log-likelihood per row (scikit-learn's ``GaussianMixture.score``)."""
+        return float(self.log_likelihood(X).mean())
+
+    def __repr__(self):
+        return f'GaussianMixture(n_components={self.n_components}, dim={self.means.shape[1]})'
+
+
+def _log(a):
+    xp = get_array_module(a)
+    with numpy.errstate(divide='ignore'):
+        return xp.log(a)
+
+
+def logsumexp(a, axis):
+    """``log(sum(exp(a), axis))`` with the max subtracted first (no overflow/underflow)."""
+    xp = get_array_module(a)
+    a_max = a.max(axis=axis, keepdims=True)
+    a_max = xp.where(xp.isfinite(a_max), a_max, 0)
+    out = xp.log(xp.exp(a - a_max).sum(axis=axis, keepdims=True)) + a_max
+    return out.squeeze(axis)
+
+
+# Internally every per-row, per-component array is laid out (K, m): component-major, so the
+# reductions over the few components run over contiguous rows (numpy reduces a short last axis
+# slowly). The public methods return the (m, K) transposes.
+
+def squared_distances(X, centers, X_sq):
+    """``||x_i - c_k||^2`` as (K, m), via ``|x|^2 - 2 x.c + |c|^2``, clipped at 0."""
+    xp = get_array_module(X)
+    d2 = xp.ascontiguousarray((X @ centers.T).T)
+    d2 *= -2
+    d2 += X_sq[None, :]
+    d2 += (centers * centers).sum(axis=1)[:, None]
+    return xp.maximum(d2, 0, out=d2)
+
+
+def argmin_components(d):
+    """``d.argmin(axis=0)`` for (K, m) d, as K - 1 elementwise passes; ties go to the lower k."""
+    xp = get_array_module(d)
+    best = d[0]
+    labels = xp.zeros(d.shape[1], dtype=numpy.int32)
+    for k in range(1, d.shape[0]):
+        closer = d[k] < best
+        best = xp.where(closer, d[k], best)
+        labels[closer] = k
+    return labels
+
+
+def kmeans_plusplus(X, n_clusters, rng, X_sq=None):
+    """k-means++ seeding (Arthur & Vassilvitskii) with ``2 + int(log K)`` local trials.
+
+    The greedy variant of scikit-learn's ``_kmeans_plusplus``: each new centre is the best of
+    ``2 + int(log K)`` candidates sampled with probability proportional to the squared distance
+    to the nearest chosen centre (Section 4.2). Returns centres of shape (K, D).
+    """
+    xp = get_array_module(X)
+    m = X.shape[0]
+    if X_sq is None:
+        X_sq = (X * X) @ xp.ones(X.shape[1], X.dtype)
+    n_local_trials = 2 + int(math.log(n_clusters))
+    centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
+    centers[0] = X[int(rng.integers(m))]
+    closest = squared_distances(X, centers[:1], X_sq)[0]
+    potential = closest.sum()
+    for c in range(1, n_clusters):
+        targets = xp.asarray(rng.random(n_local_trials), dtype=X.dtype) * potential
+        candidate_ids = xp.searchsorted(xp.cumsum(closest), targets)
+        candidate_ids = xp.minimum(candidate_ids, m - 1)
+        candidates = X[candidate_ids]
+        dist = squared_distances(X, candidates, X_sq)           # (trials, m)
+        xp.minimum(closest[None, :], dist, out=dist)
+        candidate_potentials = dist.sum(axis=1)
+        best = candidate_potentials.argmin()
+        potential = candidate_potentials[best]
+        closest = dist[best]
+        centers[c] = candidates[best]
+    return centers
+
+
+def one_hot(labels, n_classes, dtype):
+    """(K, m) indicator of ``labels`` (m,)."""
+    xp = get_array_module(labels)
+    return (xp.arange(n_classes)[:, None] == labels[None, :]).astype(dtype)
+
+
+def kmeans_assign(X, centers, X_sq):
+    """Index of the nearest centre of each row, shape (m,)."""
+    return argmin_components(squared_distances(X, centers, X_sq))
+
+
+def kmeans_step(X, centers, X_sq):
+    """One Lloyd iteration; a centre that loses all its rows stays where it was."""
+    xp = get_array_module(X)
+    resp = one_hot(kmeans_assign(X, centers, X_sq), centers.shape[0], X.dtype)
+    counts = resp.sum(axis=1)
+    sums = resp @ X
+    return xp.where(counts[:, None] > 0, sums / xp.maximum(counts, 1)[:, None], centers)
+
+
+def m_step(X, X2, resp, reg_covar):
+    """M-step: lambda, mu, sigma^2 from responsibilities ``resp`` (K, m) (scikit-learn's).
+
+    ``n_k = sum_i r_ik`` (+10 machine epsilon, so an empty component stays finite),
+    ``lambda_k = n_k / sum_j n_j``, ``mu_k = sum_i r_ik x_i / n_k``,
+    ``sigma_k^2 = max(sum_i r_ik x_i^2 / n_k - mu_k^2, 0) + reg_covar`` (the variance floor).
+    """
+    xp = get_array_module(X)
+    nk = resp.sum(axis=1) + 10 * numpy.finfo(X.dtype).eps
+    means = (resp @ X) / nk[:, None]
+    variances = xp.maximum((resp @ X2) / nk[:, None] - means * means, 0) + reg_covar
+    return nk / nk.sum(), means, variances
+
+
+def estimate_log_gaussian_prob(X, means, variances, X2=None):
+    """``log N(x_i | mu_k, diag(sigma_k^2))`` as (K, m) (Eq. 27, diagonal)."""
+    xp = get_array_module(X)
+    if X2 is None:
+        X2 = X * X
+    precisions = 1.0 / variances
+    quad = X2 @ precisions.T
+    quad -= 2 * (X @ (means * precisions).T)
+    const = ((means * means) * precisions).sum(axis=1) + xp.log(variances).sum(axis=1) \
+        + X.shape[1] * LOG_2PI
+    log_prob = xp.ascontiguousarray(quad.T)
+    log_prob += const[:, None]
+    log_prob *= -0.5
+    return log_prob
+
+
+def e_step(X, weights, means, variances, X2=None):
+    """E-step in the log domain: ``(log nu (K, m), log p(x) (m,))`` with nu from Eq. 31."""
+    weighted = estimate_log_gaussian_prob(X, means, variances, X2) + _log(weights)[:, None]
+    log_norm = logsumexp(weighted, axis=0)
+    return weighted - log_norm[None, :], log_norm
+
+
+def prune(X, X2, gmm_params, min_weight, reg_covar):
+    """Section 5.3: drop components with lambda_k < min_weight, merge their rows into the rest.
+
+    The rows are re-assigned by an E-step over the kept components (their posteriors
+    renormalized), followed by an M-step. The largest component is always kept. This is the
+    one host decision of the fit (K-vector to host).
+    """
+    weights, means, variances = gmm_params
+    w = cuda.to_cpu(weights)
+    keep = w >= min_weight
+    if keep.all():
+        return gmm_params
+    keep[int(w.argmax())] = True
+    xp = get_array_module(X)
+    idx = xp.asarray(numpy.flatnonzero(keep))
+    log_resp, _ = e_step(X, weights[idx], means[idx], variances[idx], X2)
+    return m_step(X, X2, xp.exp(log_resp), reg_covar)
+
+
+def _as_rng(seed):
+    if isinstance(seed, numpy.random.Generator):
+        return seed
+    return numpy.random.default_rng(seed)
+
+
+def _check_args(X, n_components, kmeans_iters, em_iters, sample_fraction, min_weight,
+                reg_covar):
+    if X.ndim != 2:
+        raise ValueError(f'fit_gmm expects rows X of shape (m, D); got shape {X.shape}')
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f'fit_gmm needs at least one row and one column; got shape {X.shape}')
+    if X.dtype.kind != 'f':
+        raise ValueError(f'fit_gmm expects floating-point rows; got dtype {X.dtype}')
+    for name, value, low in (('n_components', n_components, 1),
+                             ('kmeans_iters', kmeans_iters, 0), ('em_iters', em_iters, 0)):
+        if int(value) != value or value < low:
+            raise ValueError(f'{name} must be an integer >= {low}; got {value!r}')
+    if not 0 < sample_fraction <= 1:
+        raise ValueError(f'sample_fraction must be in (0, 1]; got {sample_fraction!r}')
+    if not 0 <= min_weight < 1:
+        raise ValueError(f'min_weight must be in [0, 1); got {min_weight!r}')
+    if not reg_covar > 0:
+        raise ValueError(f'reg_covar (the variance floor) must be > 0; got {reg_covar!r}')
+
+
+def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fraction=1.0,
+            min_weight=0.01, reg_covar=1e-6, check_finite=True):
+    """Fit a diagonal GMM to rows ``X`` (m, D) as Mixture Normalization does in training.
+
+    Args:
+        X: numpy or cupy array (m, D); float16 is fitted in float32.
+        n_components: K before pruning.
+        kmeans_iters: Lloyd iterations after k-means++ seeding.
+        em_iters: EM iterations after the k-means initialization.
+            The paper's "EM iter." is ``kmeans_iters + em_iters``.
+        seed: int, None or a ``numpy.random.Generator`` (draws happen on the host).
+        sample_fraction: fit on ``ceil(sample_fraction * m)`` random rows (at least K).
+        min_weight: pruning threshold on lambda_k (Section 5.3); 0 disables pruning.
+        reg_covar: variance floor added to every sigma^2 (as scikit-learn's ``reg_covar``).
+        check_finite: raise ValueError on NaN/inf rows (one host sync).
+
+    Returns:
+        :class:`GaussianMixture` with K' <= K components, in X's (float32 for float16) dtype.
+        Degenerate data (duplicate rows, fewer distinct rows than K, constant columns) gives
+        fewer components or floored variances, never NaN.
+    """
+    xp = get_array_module(X)
+    X = xp.asarray(X)
+    _check_args(X, n_components, kmeans_iters, em_iters, sample_fraction, min_weight,
+                reg_covar)
+    if X.dtype == numpy.float16:
+        X = X.astype(numpy.float32)
+    if check_finite and not bool(xp.isfinite(X).all()):
+        raise ValueError('fit_gmm: X contains NaN or inf')
+    rng = _as_rng(seed)
+    m = X.shape[0]
+    if sample_fraction < 1:
+        n_sub = min(m, max(n_components, int(math.ceil(sample_fraction * m))))
+        if n_sub < m:
+            X = X[xp.asarray(numpy.sort(rng.choice(m, n_sub, replace=False)))]
+    # Work in a frame centred near the data: fitting is shift-equivariant, and the
+    # sum-of-squares forms below lose far less precision there (float32). The mean of <= 256
+    # evenly spaced rows is as good a centre for that and costs nothing.
+    shift = X[::max(1, X.shape[0] // 256)].mean(axis=0)
+    X = X - shift
+    X2 = X * X
+    X_sq = X2 @ xp.ones(X.shape[1], X.dtype)      # row norms as a BLAS product (fast)
+
+    centers = kmeans_plusplus(X, n_components, rng, X_sq)
+    for _ in range(int(kmeans_iters)):
+        centers = kmeans_step(X, centers, X_sq)
+    resp = one_hot(kmeans_assign(X, centers, X_sq), n_components, X.dtype)
+    params = m_step(X, X2, resp, reg_covar)
+    for _ in range(int(em_iters)):
+        log_resp, _ = e_step(X, *params, X2=X2)
+        params = m_step(X, X2, xp.exp(log_resp), reg_covar)
+    if min_weight > 0:
+        params = prune(X, X2, params, min_weight, reg_covar)
+    weights, means, variances = params
+    return GaussianMixture(weights, means + shift, variances)

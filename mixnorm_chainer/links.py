@@ -1,0 +1,207 @@
+"""``MixtureNormalization``: the Link (parameters, queue, train/test switch) over the MN function.
+
+Training mode (``chainer.config.train``): fit the layer's GMM to the batch rows outside the
+graph (:func:`mixnorm_chainer.fit_gmm`: k-means++, k-means, EM, pruning), normalize with its
+responsibilities (Eq. 34-36) and push the components' statistics onto the queue.
+Test mode: Eq. 38-39 over the queue (:mod:`mixnorm_chainer.queue`).
+"""
+import json
+
+import chainer
+import numpy
+from chainer import initializers
+
+from mixnorm_chainer.functions import (
+    MixtureNormalizationFunction,
+    check_input,
+    check_options,
+    compute_dtype,
+    to_rows,
+)
+from mixnorm_chainer.gmm import fit_gmm
+from mixnorm_chainer.queue import INFERENCE_FORMS, push, queue_normalization
+
+
+def split_em_iters(em_iters):
+    """The paper's "EM iter." -> (k-means iterations, EM iterations), "the same number of
+    iterations at two phases" (Section 4.2); an odd count gives the extra one to EM."""
+    if int(em_iters) != em_iters or em_iters < 0:
+        raise ValueError(f'em_iters must be an integer >= 0; got {em_iters!r}')
+    return int(em_iters) // 2, int(em_iters) - int(em_iters) // 2
+
+
+class MixtureNormalization(chainer.Link):
+    """Mixture Normalization layer (Kalayeh & Shah, Section 3.2).
+
+    Args:
+        size: number of channels C (axis 1 of the input).
+        n_components: K, components of the GMM before pruning.
+        em_iters: the paper's "EM iter.": k-means plus EM iterations, split equally
+            (2 -> 1 k-means + 1 EM; PAPER-NOTES 2).
+        eps: added to component variances (Eq. 35).
+        queue_length: T, the number of past mixtures kept for inference (Eq. 38).
+        queue_decay: zeta of Eq. 39.
+        min_weight: components with lambda_k below this are pruned (Section 5.3).
+        sample_fraction: fraction of the rows the GMM is fitted on (Section 5.1).
+        dtype: dtype of gamma, beta and the queue (default ``chainer.config.dtype``).
+        use_gamma, use_beta, initial_gamma, initial_beta: as in ``L.BatchNormalization``.
+        activation: None, or ``'relu'`` for Eq. 40 (ReLU per component, fused into the layer).
+        affine: ``'output'`` (gamma * xhat + beta after Eq. 34, default) or ``'statistics'``
+            (Eq. 37 as printed).
+        inference: ``'consistent'`` (default) or ``'printed'`` form of Eq. 38
+            (see :mod:`mixnorm_chainer.queue`).
+        reg_covar: the GMM's variance floor.
+        seed: seed of the layer's random generator (k-means++ and subsampling draws).
+
+    After a training step, ``last_fit`` is the fitted :class:`~mixnorm_chainer.GaussianMixture`
+    (weights/means/variances of the GMM), ``last_statistics`` the (lambda, mu, sigma^2) the
+    transform used and pushed onto the queue, and ``n_effective_components`` the number of
+    components left after pruning (Section 5.3, Figure 9).
+
+    The queue and all options are saved and restored by ``chainer.serializers``; a checkpoint
+    loads only into a link of the same ``size``, ``n_components`` and ``queue_length``.
+    """
+
+    _option_names = ('size', 'n_components', 'em_iters', 'eps', 'queue_length', 'queue_decay',
+                     'min_weight', 'sample_fraction', 'activation', 'affine', 'inference',
+                     'reg_covar')
+    _shape_options = ('size', 'n_components', 'queue_length')
+
+    def __init__(self, size, n_components=3, em_iters=2, eps=2e-5, queue_length=10,
+                 queue_decay=0.9, min_weight=0.01, sample_fraction=1.0, dtype=None,
+                 use_gamma=True, use_beta=True, initial_gamma=None, initial_beta=None,
+                 activation=None, affine='output', inference='consistent', reg_covar=1e-6,
+                 seed=None):
+        super().__init__()
+        if int(size) != size or size < 1:
+            raise ValueError(f'size must be a positive integer; got {size!r}')
+        if int(n_components) != n_components or n_components < 1:
+            raise ValueError(f'n_components must be an integer >= 1; got {n_components!r}')
+        if int(queue_length) != queue_length or queue_length < 1:
+            raise ValueError(f'queue_length must be an integer >= 1; got {queue_length!r}')
+        self.size = int(size)
+        self.n_components = int(n_components)
+        self.queue_length = int(queue_length)
+        self._set_options(dict(em_iters=em_iters, eps=eps, queue_decay=queue_decay,
+                               min_weight=min_weight, sample_fraction=sample_fraction,
+                               activation=activation, affine=affine, inference=inference,
+                               reg_covar=reg_covar))
+        self._rng = numpy.random.default_rng(seed)
+        dtype = chainer.get_dtype(dtype)
+        self._dtype = dtype
+
+        shape_t = (self.queue_length, self.n_components)
+        self.queue_weights = numpy.zeros(shape_t, dtype=dtype)
+        self.queue_means = numpy.zeros(shape_t + (self.size,), dtype=dtype)
+        self.queue_variances = numpy.ones(shape_t + (self.size,), dtype=dtype)
+        self.queue_count = 0
+        for name in ('queue_weights', 'queue_means', 'queue_variances', 'queue_count'):
+            self.register_persistent(name)
+
+        with self.init_scope():
+            for name, use, initial, default in (('gamma', use_gamma, initial_gamma, 1),
+                                                ('beta', use_beta, initial_beta, 0)):
+                if use:
+                    init = initializers._get_initializer(default if initial is None
+                                                         else initial)
+                    init.dtype = dtype
+                    setattr(self, name, chainer.Parameter(init, (self.size,)))
+        self.last_fit = None
+        self.last_statistics = None
+
+    # -- options -------------------------------------------------------------------------
+    def _set_options(self, options):
+        em = options['em_iters']
+        self.kmeans_iters, self.gmm_em_iters = split_em_iters(em)
+        self.em_iters = int(em)
+        check_options(options['eps'], options['affine'], options['activation'])
+        if options['inference'] not in INFERENCE_FORMS:
+            raise ValueError('inference must be one of {}; got {!r}'.format(
+                INFERENCE_FORMS, options['inference']))
+        if not 0 < options['queue_decay'] <= 1:
+            raise ValueError('queue_decay must be in (0, 1]; got {!r}'.format(
+                options['queue_decay']))
+        if not 0 <= options['min_weight'] < 1:
+            raise ValueError('min_weight must be in [0, 1); got {!r}'.format(
+                options['min_weight']))
+        if not 0 < options['sample_fraction'] <= 1:
+            raise ValueError('sample_fraction must be in (0, 1]; got {!r}'.format(
+                options['sample_fraction']))
+        if not options['reg_covar'] > 0:
+            raise ValueError('reg_covar must be > 0; got {!r}'.format(options['reg_covar']))
+        for name in ('eps', 'queue_decay', 'min_weight', 'sample_fraction', 'reg_covar'):
+            setattr(self, name, float(options[name]))
+        self.activation = options['activation']
+        self.affine = options['affine']
+        self.inference = options['inference']
+
+    def options(self):
+        """The layer's options as a dict (what ``serialize`` saves)."""
+        return {name: getattr(self, name) for name in self._option_names}
+
+    def serialize(self, serializer):
+        saved = serializer('mn_options', json.dumps(self.options(), sort_keys=True))
+        if isinstance(serializer, chainer.Deserializer) and saved is not None:
+            options = json.loads(str(saved))
+            for name in self._shape_options:
+                if options[name] != getattr(self, name):
+                    raise ValueError(
+                        f'cannot load a MixtureNormalization saved with {name}={options[name]} '
+                        f'into one with {name}={getattr(self, name)}; build the link with the '
+                        f'saved options: {options}')
+            self._set_options(options)
+        super().serialize(serializer)
+        self.queue_count = int(self.queue_count)
+
+    # -- introspection -------------------------------------------------------------------
+    @property
+    def n_effective_components(self):
+        """Components the last training fit kept after pruning (None before training)."""
+        return None if self.last_fit is None else self.last_fit.n_components
+
+    def _scale_shift(self):
+        xp = self.xp
+        gamma = self.gamma if hasattr(self, 'gamma') else xp.ones(self.size, self._dtype)
+        beta = self.beta if hasattr(self, 'beta') else xp.zeros(self.size, self._dtype)
+        return gamma, beta
+
+    # -- forward -------------------------------------------------------------------------
+    def forward(self, x):
+        """Normalize x of shape (N, C) or (N, C, H, W) (any (N, C, ...))."""
+        xa = x.array if isinstance(x, chainer.Variable) else x
+        check_input(xa, self.size)
+        gamma, beta = self._scale_shift()
+        if chainer.config.train:
+            return self._forward_train(x, xa, gamma, beta)
+        if self.queue_count == 0:
+            raise ValueError(
+                'MixtureNormalization is in test mode (chainer.config.train is False) but its '
+                'queue is empty: run at least one training-mode forward pass (or load a '
+                'trained model) before inference')
+        return queue_normalization(
+            x, gamma, beta, self.queue_weights, self.queue_means, self.queue_variances,
+            self.queue_count, self.queue_decay, self.eps, self.inference, self.affine,
+            self.activation)
+
+    def _forward_train(self, x, xa, gamma, beta):
+        xp = self.xp
+        rows = to_rows(xa).astype(compute_dtype(xa.dtype), copy=False)
+        if not bool(xp.isfinite(rows).all()):
+            raise ValueError(
+                'MixtureNormalization got non-finite input (NaN or inf) in training mode, '
+                f'shape {xa.shape}: the mixture cannot be fitted; the layer state is unchanged')
+        gmm = fit_gmm(rows, self.n_components, kmeans_iters=self.kmeans_iters,
+                      em_iters=self.gmm_em_iters, seed=self._rng,
+                      sample_fraction=self.sample_fraction, min_weight=self.min_weight,
+                      reg_covar=self.reg_covar, check_finite=False)
+        nu = gmm.responsibilities(rows)
+        node = MixtureNormalizationFunction(nu, self.eps, self.affine, self.activation,
+                                            rows=rows)
+        y, = node.apply((x, gamma, beta))
+        self.last_fit = gmm
+        self.last_statistics = node.statistics
+        push((self.queue_weights, self.queue_means, self.queue_variances),
+             [s.astype(self._dtype, copy=False) for s in node.statistics])
+        self.queue_count = min(self.queue_count + 1, self.queue_length)
+        return y
+

@@ -1,0 +1,3 @@
+"""Models of the paper's experiments; ``mn_layers`` picks which normalizations are MN."""
+from mixnorm_chainer.models.cifar_cnn import CifarCNN  # NOQA
+from mixnorm_chainer.models.norm import NormFactory, check_mn_layers  # NOQA

@@ -1,0 +1,55 @@
+"""One normalization factory, so ``mn_layers=(...)`` means the same in every model.
+
+A model lists the names of its normalization layers; each named in ``mn_layers`` becomes a
+:class:`~mixnorm_chainer.MixtureNormalization`, every other one a ``L.BatchNormalization``
+(``mn_layers=()`` is the all-BN baseline).
+"""
+import chainer.links as L
+
+from mixnorm_chainer.links import MixtureNormalization
+
+
+def check_mn_layers(mn_layers, valid_names):
+    """Return mn_layers as a tuple after checking every name is one of ``valid_names``."""
+    if isinstance(mn_layers, str):
+        mn_layers = (mn_layers,)
+    mn_layers = tuple(mn_layers)
+    unknown = [name for name in mn_layers if name not in valid_names]
+    if unknown:
+        raise ValueError(f'unknown MN layer name(s) {unknown}; valid names are {list(valid_names)}')
+    return mn_layers
+
+
+class NormFactory:
+    """Builds the normalization of a named layer.
+
+    Args:
+        mn_layers: names that get mixture normalization.
+        n_components, em_iters: K and the paper's "EM iter." for every MN layer.
+        fused_relu: when an MN layer is followed by ReLU, apply Eq. 40 (ReLU per component,
+            the paper's prescription) inside the layer; the model then skips its own ReLU.
+        **mn_options: any other :class:`MixtureNormalization` option.
+    """
+
+    def __init__(self, mn_layers, n_components=3, em_iters=2, fused_relu=True, **mn_options):
+        self.mn_layers = tuple(mn_layers)
+        self.n_components = n_components
+        self.em_iters = em_iters
+        self.fused_relu = fused_relu
+        self.mn_options = mn_options
+
+    def is_mn(self, name):
+        return name in self.mn_layers
+
+    def __call__(self, name, size, followed_by_relu=True):
+        """The normalization link for layer ``name`` with ``size`` channels.
+
+        Returns ``(link, relu_fused)``: ``relu_fused`` tells the caller not to apply ReLU.
+        """
+        if not self.is_mn(name):
+            return L.BatchNormalization(size), False
+        fuse = self.fused_relu and followed_by_relu
+        link = MixtureNormalization(size, n_components=self.n_components,
+                                    em_iters=self.em_iters,
+                                    activation='relu' if fuse else None, **self.mn_options)
+        return link, fuse
