@@ -121,7 +121,8 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def run(argv=None):
+    """Run the demo; returns the summary dict (also written to ``--out``/summary.json)."""
     args = build_parser().parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         raise SystemExit('mixnorm-demo: --epochs and --batch-size must be >= 1')
@@ -143,6 +144,12 @@ def main(argv=None):
         json.dump(summary, f, indent=1)
     print('wrote', path)
     return summary
+
+
+def main(argv=None):
+    """Console entry point (``mixnorm-demo``); exit status 0 on success."""
+    run(argv)
+    return 0
 
 
 if __name__ == '__main__':

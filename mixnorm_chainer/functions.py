@@ -40,6 +40,8 @@ import numpy
 from chainer import function_node
 from chainer.backend import get_array_module
 
+from mixnorm_chainer.gmm import centering_shift
+
 AFFINE_PLACEMENTS = ('output', 'statistics')
 ACTIVATIONS = (None, 'relu')
 
@@ -145,8 +147,12 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
 
         if self.fixed is None:
             nu = xp.asarray(self.responsibilities).astype(dtype, copy=False)
-            shift = column_sums(X) / X.shape[0]
-            Xs = X - shift
+            shift = centering_shift(X)
+            if shift is None:
+                shift = xp.zeros(X.shape[1], dtype)
+                Xs = X
+            else:
+                Xs = X - shift
             lam, nuhat, mu_s, var = component_statistics(Xs, nu)
             coef = nu * inv_sqrt_weights(lam)[None, :]
             scale = xp.sqrt(lam)

@@ -90,11 +90,12 @@ def decay_weights(T, zeta):
 
 
 def queue_normalization(x, gamma, beta, weights, means, variances, zeta, eps=2e-5,
-                        form='consistent'):
+                        form='consistent', activation=None):
     """Eq. 38 with explicit loops over (t, k); densities from scipy.stats.norm.
 
     ``form='printed'`` uses 1/sqrt(tau^t lambda_k^t) as printed; 'consistent' 1/sqrt(lambda_k^t).
-    All T entries of the queue are used (a full queue).
+    All T entries of the queue are used (a full queue). With ``activation='relu'`` each term is
+    rectified as in Eq. 40: ``sum_tk ReLU(gamma a_tk xhat^tk + rho_tk beta)``.
     """
     x = numpy.asarray(x, dtype=numpy.float64)
     X = rows_of(x)
@@ -113,8 +114,10 @@ def queue_normalization(x, gamma, beta, weights, means, variances, zeta, eps=2e-
         for k in range(K):
             if weights[t, k] > 0:
                 scale = weights[t, k] if form == 'consistent' else tau[t] * weights[t, k]
-                out += post[:, t, k:k + 1] / numpy.sqrt(scale) * (X - means[t, k]) / sd[t, k]
-    return unrows(out * gamma + beta, x.shape)
+                a = post[:, t, k:k + 1] / numpy.sqrt(scale)
+                term = gamma * a * (X - means[t, k]) / sd[t, k] + post[:, t, k:k + 1] * beta
+                out += numpy.maximum(term, 0) if activation == 'relu' else term
+    return unrows(out, x.shape)
 
 
 def diag_gmm_log_likelihood(X, weights, means, variances):

@@ -32,7 +32,7 @@ def test_steps_to_reach():
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    summary = demo.main(['--epochs', '2', '--batch-size', '32', '--size', '8',
+    summary = demo.run(['--epochs', '2', '--batch-size', '32', '--size', '8',
                          '--train-limit', '128', '--out', str(tmp_path), '--no-progress'])
     out = capsys.readouterr().out
     assert 'Best BN test accuracy' in out
@@ -45,6 +45,16 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         assert os.path.exists(tmp_path / name / 'log.json')
     assert saved['runs']['BN']['steps_to_bn_best'] is not None
     assert summary['bn_best_accuracy'] == max(saved['runs']['BN']['accuracy_per_epoch'])
+
+
+@pytest.mark.slow
+def test_demo_console_script_exits_zero(tmp_path):
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'mixnorm-demo'),
+                             '--epochs', '1', '--batch-size', '32', '--size', '8',
+                             '--train-limit', '64', '--out', str(tmp_path), '--no-progress'],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / 'summary.json').exists()
 
 
 @pytest.mark.slow

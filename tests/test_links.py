@@ -132,9 +132,9 @@ def test_printed_eq38_is_3_13x_the_training_transform_when_entries_agree():
 
 
 @pytest.mark.parametrize('form', ['consistent', 'printed'])
-@pytest.mark.parametrize('activation', [None])
+@pytest.mark.parametrize('activation', [None, 'relu'])
 def test_test_mode_matches_equation_38_over_a_mixed_queue(form, activation):
-    link = make_link(inference=form, queue_length=5)
+    link = make_link(inference=form, queue_length=5, activation=activation)
     for seed in range(7):                       # more steps than T: the queue wraps
         link(clustered_batch(seed) * (1 + 0.1 * seed))
     assert link.queue_count == 5
@@ -143,7 +143,7 @@ def test_test_mode_matches_equation_38_over_a_mixed_queue(form, activation):
         y = link(x).array
     expected = reference.queue_normalization(
         x, link.gamma.array, link.beta.array, link.queue_weights, link.queue_means,
-        link.queue_variances, 0.9, form=form)
+        link.queue_variances, 0.9, form=form, activation=activation)
     numpy.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9)
 
 
