@@ -29,9 +29,10 @@ statistics are fixed: then no gradient flows through the statistics (as in
 ``F.fixed_batch_normalization``).
 
 Computation: every per-row quantity is an (m, K) x (K, C) product, so no (m, K, C) array is
-formed except in the fused-ReLU path, which loops over K. Rows are shifted by a per-channel
-constant before the sums of squares (training: the batch mean), which leaves the transform
-unchanged and keeps float32 precise. float16 inputs are computed in float32.
+formed; the fused-ReLU path loops over K. Rows far off-centre are shifted by a per-channel
+constant before the sums of squares (training: :func:`~mixnorm_chainer.gmm.centering_shift`;
+test mode: the queue's mixture mean), which leaves the transform unchanged and keeps float32
+precise. float16 inputs are computed in float32.
 """
 import collections
 

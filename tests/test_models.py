@@ -83,3 +83,21 @@ def test_training_reduces_the_loss(mn_layers):
         opt.update(model, x, t)
         losses.append(float(model.loss.array))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_training_is_deterministic_for_a_seed():
+    """Same seed, same data: bit-identical parameters after MN training steps."""
+    rng = numpy.random.default_rng(1)
+    x = rng.normal(size=(16, 3, 16, 16)).astype(numpy.float32)
+    t = rng.integers(0, 10, size=16).astype(numpy.int32)
+    params = []
+    for _ in range(2):
+        numpy.random.seed(0)
+        model = L.Classifier(CifarCNN(10, mn_layers=('conv2', 'conv3'), seed=3))
+        opt = chainer.optimizers.RMSprop(lr=0.01, alpha=0.9)
+        opt.setup(model)
+        for _ in range(3):
+            opt.update(model, x, t)
+        params.append({name: p.array.copy() for name, p in model.namedparams()})
+    for name in params[0]:
+        numpy.testing.assert_array_equal(params[0][name], params[1][name])
