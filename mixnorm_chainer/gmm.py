@@ -35,12 +35,22 @@ class GaussianMixture:
         weights: lambda, shape (K,), non-negative, summing to 1.
         means: mu, shape (K, D).
         variances: sigma^2, shape (K, D), at least the fit's variance floor.
+        center: None, or a (D,) point subtracted from rows and means before densities are
+            evaluated (same result, kept precise in float32 for data far from the origin;
+            :func:`fit_gmm` sets it when it centred the data).
     """
 
-    def __init__(self, weights, means, variances):
+    def __init__(self, weights, means, variances, center=None):
         self.weights = weights
         self.means = means
         self.variances = variances
+        self.center = center
+
+    def _centred(self, X):
+        X = self._rows(X)
+        if self.center is None:
+            return X, self.means
+        return X - self.center, self.means - self.center
 
     @property
     def n_components(self):
@@ -56,13 +66,14 @@ class GaussianMixture:
 
     def weighted_log_prob(self, X):
         """``log lambda_k + log N(x_i | mu_k, sigma_k^2)``, shape (m, K) (Eq. 26-27)."""
-        X = self._rows(X)
-        log_prob = estimate_log_gaussian_prob(X, self.means, self.variances)
+        X, means = self._centred(X)
+        log_prob = estimate_log_gaussian_prob(X, means, self.variances)
         return (log_prob + _log(self.weights)[:, None]).T
 
     def responsibilities(self, X):
         """Posterior nu_k(x_i) of Eq. 31, shape (m, K); rows sum to 1."""
-        log_resp, _ = e_step(self._rows(X), self.weights, self.means, self.variances)
+        X, means = self._centred(X)
+        log_resp, _ = e_step(X, self.weights, means, self.variances)
         return get_array_module(log_resp).exp(log_resp).T
 
     def log_likelihood(self, X):
@@ -322,4 +333,6 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
     if min_weight > 0:
         params = prune(X, X2, params, min_weight, reg_covar)
     weights, means, variances = params
-    return GaussianMixture(weights, means if shift is None else means + shift, variances)
+    if shift is None:
+        return GaussianMixture(weights, means, variances)
+    return GaussianMixture(weights, means + shift, variances, center=shift)

@@ -194,3 +194,17 @@ def test_rows_of_the_wrong_width_are_rejected():
     gmm = fit_gmm(numpy.random.default_rng(0).normal(size=(20, 3)), 2, seed=0)
     with pytest.raises(ValueError, match=r'\(m, 3\)'):
         gmm.responsibilities(numpy.ones((4, 2)))
+
+
+def test_float32_fit_far_from_the_origin_matches_float64(three_blobs):
+    """Rows offset by 1000 (mean^2 >> variance): float32 fit and posteriors stay accurate."""
+    X = three_blobs[0][:3000] + 1000.0
+    f64 = fit_gmm(X, 3, seed=0)
+    f32 = fit_gmm(X.astype(numpy.float32), 3, seed=0)
+    assert f32.center is not None
+    numpy.testing.assert_allclose(f32.means, f64.means, rtol=1e-5)
+    numpy.testing.assert_allclose(f32.variances, f64.variances, rtol=2e-3)
+    nu32 = f32.responsibilities(X.astype(numpy.float32))
+    numpy.testing.assert_allclose(nu32, f64.responsibilities(X), atol=1e-4)
+    numpy.testing.assert_allclose(f32.log_likelihood(X.astype(numpy.float32)),
+                                  f64.log_likelihood(X), rtol=1e-4)
