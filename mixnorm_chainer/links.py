@@ -58,8 +58,9 @@ class MixtureNormalization(chainer.Link):
     transform used and pushed onto the queue, and ``n_effective_components`` the number of
     components left after pruning (Section 5.3, Figure 9).
 
-    The queue and all options are saved and restored by ``chainer.serializers``; a checkpoint
-    loads only into a link of the same ``size``, ``n_components`` and ``queue_length``.
+    The queue, all options and the state of the layer's random generator are saved and restored
+    by ``chainer.serializers``; a checkpoint loads only into a link of the same ``size``,
+    ``n_components`` and ``queue_length``.
     """
 
     _option_names = ('size', 'n_components', 'em_iters', 'eps', 'queue_length', 'queue_decay',
@@ -150,6 +151,10 @@ class MixtureNormalization(chainer.Link):
                         f'into one with {name}={getattr(self, name)}; build the link with the '
                         f'saved options: {options}')
             self._set_options(options)
+        # The k-means++/subsampling generator, so a resumed run draws what it would have drawn.
+        rng_state = serializer('mn_rng_state', json.dumps(self._rng.bit_generator.state))
+        if isinstance(serializer, chainer.Deserializer) and rng_state is not None:
+            self._rng.bit_generator.state = json.loads(str(rng_state))
         super().serialize(serializer)
         self.queue_count = int(self.queue_count)
 

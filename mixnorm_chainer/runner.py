@@ -1,0 +1,373 @@
+"""``mixnorm-exp``: run the paper's experiments by name, and read the paper's tables from logs.
+
+    mixnorm-exp list [--table T]
+    mixnorm-exp run NAME [--dataset D] [--data-dir DIR] [--epochs N | --scale F]
+                         [--device @numpy|@cupy:0] [--seed S] [--out DIR] [--resume] ...
+    mixnorm-exp summarize DIR [DIR ...]
+    mixnorm-exp cost [--device ...] [--iters N]
+
+A run is a ``chainer.training.Trainer`` with an Evaluator, LogReport (``log.json``),
+PrintReport, ProgressBar, PlotReport (``loss.png``, ``accuracy.png``) and a snapshot every
+epoch (``snapshot_epoch_*``, the newest kept). ``--resume`` restores the newest snapshot: model,
+optimizer, iterator position and the LogReport's entries, so the log has no lost or duplicated
+epochs. ``setting.json`` records the setting and every override.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import chainer
+import chainer.links as L
+import numpy
+from chainer import training
+from chainer.training import extensions
+
+from mixnorm_chainer import registry
+from mixnorm_chainer.datasets import augment, get_dataset
+from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
+
+ACC_KEY = 'validation/main/accuracy'
+
+
+# -- building blocks ---------------------------------------------------------------------
+
+def build_model(setting, n_classes, seed=None, mn_layers=None):
+    """The setting's network (MN where the setting says), wrapped in ``L.Classifier``."""
+    layers = setting.mn_layers if mn_layers is None else mn_layers
+    kw = dict(n_classes=n_classes, mn_layers=layers, n_components=setting.n_components,
+              em_iters=setting.em_iters, seed=seed)
+    if setting.model == 'cifar_cnn':
+        net = CifarCNN(**kw)
+    elif setting.model == 'inception_v3':
+        net = InceptionV3(**kw)
+    elif setting.model.startswith('densenet'):
+        net = DenseNet(depth=int(setting.model[len('densenet'):]), growth_rate=12, **kw)
+    else:
+        raise ValueError('unknown model {!r}'.format(setting.model))
+    return L.Classifier(net)
+
+
+def build_optimizer(setting, model):
+    if setting.optimizer == 'rmsprop':
+        opt = chainer.optimizers.RMSprop(lr=setting.lr, alpha=0.9, eps=1e-8)
+    elif setting.optimizer == 'nesterov':
+        opt = chainer.optimizers.NesterovAG(lr=setting.lr, momentum=0.9)
+    else:
+        raise ValueError('unknown optimizer {!r}'.format(setting.optimizer))
+    opt.setup(model)
+    if setting.weight_decay:
+        opt.add_hook(chainer.optimizer_hooks.WeightDecay(setting.weight_decay))
+    return opt
+
+
+def schedule_extension(setting, epochs, iters_per_epoch):
+    """The learning-rate policy as a trainer extension and its trigger."""
+    kind = setting.schedule[0]
+    if kind == 'exponential':
+        _, rate, every = setting.schedule
+        return extensions.ExponentialShift('lr', rate), (every, 'epoch')
+    if kind == 'step':
+        _, factor, fractions = setting.schedule
+        total = epochs * iters_per_epoch
+        steps = sorted({max(1, int(round(f * total))) for f in fractions})
+        return extensions.MultistepShift('lr', factor, steps, setting.lr), (1, 'iteration')
+    raise ValueError('unknown schedule {!r}'.format(setting.schedule))
+
+
+def run_epochs(setting, epochs=None, scale=None):
+    if epochs is not None and scale is not None:
+        raise ValueError('give --epochs or --scale, not both')
+    if epochs is None:
+        epochs = setting.epochs if scale is None else max(1, int(round(setting.epochs * scale)))
+    if epochs < 1:
+        raise ValueError('epochs must be >= 1; got {}'.format(epochs))
+    return epochs
+
+
+# -- run -----------------------------------------------------------------------------------
+
+def run(args, extra_extensions=()):
+    """Train one setting; ``extra_extensions``: (extension, trigger) pairs (for tests)."""
+    setting = registry.get(args.name)
+    dataset = args.dataset or setting.dataset
+    epochs = run_epochs(setting, args.epochs, args.scale)
+    batch_size = args.batch_size or setting.batch_size
+    out = args.out or os.path.join('results', setting.name if dataset == setting.dataset
+                                   else '{}@{}'.format(setting.name, dataset))
+    os.makedirs(out, exist_ok=True)
+    device = chainer.get_device(args.device)
+    device.use()
+
+    train, test, n_classes = get_dataset(dataset, data_dir=args.data_dir,
+                                         size=args.input_size, seed=args.seed)
+    if args.train_limit:
+        train = train[:args.train_limit]
+    if args.test_limit:
+        test = test[:args.test_limit]
+    if dataset != 'digits' and not args.no_augment:
+        train = augment(train, pad=4, flip=True, seed=args.seed)
+
+    numpy.random.seed(args.seed)          # chainer's initializers draw from numpy's RNG
+    model = build_model(setting, n_classes, seed=args.seed)
+    model.to_device(device)
+    optimizer = build_optimizer(setting, model)
+    order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(args.seed))
+    train_iter = chainer.iterators.SerialIterator(train, batch_size, order_sampler=order)
+    test_iter = chainer.iterators.SerialIterator(test, args.test_batch_size, repeat=False,
+                                                 shuffle=False)
+    updater = training.StandardUpdater(train_iter, optimizer, device=device)
+    trainer = training.Trainer(updater, (epochs, 'epoch'), out=out)
+    iters_per_epoch = int(math.ceil(len(train) / batch_size))
+
+    trainer.extend(extensions.Evaluator(test_iter, model, device=device))
+    shift, trigger = schedule_extension(setting, epochs, iters_per_epoch)
+    trainer.extend(shift, trigger=trigger)
+    trainer.extend(extensions.observe_lr())
+    trainer.extend(extensions.LogReport(trigger=(1, 'epoch'), filename='log.json'))
+    trainer.extend(extensions.PrintReport(
+        ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss', ACC_KEY,
+         'lr', 'elapsed_time']))
+    if extensions.PlotReport.available():
+        trainer.extend(extensions.PlotReport(['main/loss', 'validation/main/loss'], 'epoch',
+                                             filename='loss.png'))
+        trainer.extend(extensions.PlotReport(['main/accuracy', ACC_KEY], 'epoch',
+                                             filename='accuracy.png'))
+    if not args.no_progress:
+        trainer.extend(extensions.ProgressBar(update_interval=10))
+    trainer.extend(extensions.snapshot(filename='snapshot_epoch_{.updater.epoch}',
+                                       n_retains=1, autoload=args.resume),
+                   trigger=(1, 'epoch'))
+
+    for extension, trigger in extra_extensions:
+        trainer.extend(extension, trigger=trigger)
+
+    record = {'setting': setting.to_dict(), 'dataset': dataset, 'epochs': epochs,
+              'batch_size': batch_size, 'iterations_per_epoch': iters_per_epoch,
+              'n_train': len(train), 'n_test': len(test), 'seed': args.seed,
+              'device': str(device), 'argv': sys.argv, 'versions': _versions()}
+    with open(os.path.join(out, 'setting.json'), 'w') as f:
+        json.dump(record, f, indent=1)
+    print('{}: {} on {} ({} train / {} test), {} epochs x {} iterations, batch {}, out {}'
+          .format(setting.name, setting.model, dataset, len(train), len(test), epochs,
+                  iters_per_epoch, batch_size, out), flush=True)
+    trainer.run()
+    return out
+
+
+def _versions():
+    return {'chainer': chainer.__version__, 'numpy': numpy.__version__,
+            'python': sys.version.split()[0]}
+
+
+# -- summarize -----------------------------------------------------------------------------
+
+def load_run(directory):
+    with open(os.path.join(directory, 'setting.json')) as f:
+        record = json.load(f)
+    log_path = os.path.join(directory, 'log.json')
+    log = []
+    if os.path.exists(log_path):
+        with open(log_path) as f:
+            log = json.load(f)
+    record['log'] = [e for e in log if ACC_KEY in e]
+    record['dir'] = directory
+    return record
+
+
+def max_accuracy_at(log, epochs, fractions=(0.25, 0.5, 0.75, 1.0)):
+    """Maximum test accuracy (%) over the epochs up to each fraction (Tables 2, 4)."""
+    out = []
+    for frac in fractions:
+        limit = int(math.ceil(frac * epochs - 1e-9))
+        accs = [e[ACC_KEY] for e in log if e['epoch'] <= limit]
+        out.append(100 * max(accs) if accs else None)
+    return out
+
+
+def steps_to_reach(log, target):
+    """First iteration at which test accuracy (%) >= target (Tables 3, 5, 6)."""
+    for e in log:
+        if 100 * e[ACC_KEY] >= target - 1e-9:
+            return e['iteration']
+    return None
+
+
+def _fmt(v, spec='{:.2f}'):
+    return '-' if v is None else spec.format(v)
+
+
+def summarize(directories, out=None):
+    """Print Tables 2/4 and 3/5/6 from run directories, next to the paper's numbers."""
+    out = out or sys.stdout
+    runs = [load_run(d) for d in directories]
+    groups = {}
+    for r in runs:
+        key = (r['setting']['table'], r['dataset'])
+        groups.setdefault(key, []).append(r)
+    for (table, dataset), members in sorted(groups.items()):
+        print('\n{} on {}: maximum test accuracy (%) after 25/50/75/100% of the epochs'
+              ' (ours | paper)'.format(table, dataset), file=out)
+        print('{:<22} {:>6} {:>31} | {}'.format('run', 'epochs', 'ours', 'paper'), file=out)
+        for r in members:
+            ours = max_accuracy_at(r['log'], r['epochs'])
+            paper = r['setting']['paper'].get('acc_at')
+            print('{:<22} {:>6} {:>31} | {}'.format(
+                r['setting']['name'], len(r['log']), ' '.join(_fmt(v, '{:7.2f}') for v in ours),
+                ' '.join(_fmt(v, '{:7.2f}') for v in paper) if paper else '-'), file=out)
+        by_name = {r['setting']['name']: r for r in members}
+        rows = []
+        for r in members:
+            base = r['setting']['baseline'] or r['setting']['name']
+            if base not in by_name or not by_name[base]['log']:
+                continue
+            target = 100 * max(e[ACC_KEY] for e in by_name[base]['log'])
+            steps = steps_to_reach(r['log'], target)
+            best = 100 * max(e[ACC_KEY] for e in r['log']) if r['log'] else None
+            rows.append((r['setting']['name'], base, target, steps, best, r['setting']['paper']))
+        if rows:
+            print('\nsteps to reach the baseline\'s maximum accuracy (ours | paper)', file=out)
+            print('{:<22} {:<22} {:>8} {:>8} {:>8} | {:>8} {:>8}'.format(
+                'run', 'baseline', 'target', 'steps', 'max acc', 'steps', 'max acc'), file=out)
+            for name, base, target, steps, best, paper in rows:
+                print('{:<22} {:<22} {:>8} {:>8} {:>8} | {:>8} {:>8}'.format(
+                    name, base, _fmt(target), _fmt(steps, '{:d}'), _fmt(best),
+                    _fmt(paper.get('steps_to_baseline'), '{:.3g}'),
+                    _fmt(paper.get('max_acc'))), file=out)
+    return runs
+
+
+# -- cost (Table 7) ------------------------------------------------------------------------
+
+def cost(args, out=None):
+    """Table 7: iterations/sec of a DenseNet training step, BN vs MN (last BN) with K=2..5."""
+    out = out or sys.stdout
+    device = chainer.get_device(args.device)
+    device.use()
+    results = []
+    print('Table 7 on {}: DenseNet training iterations/sec, MN replacing the last BN '
+          '(input {}x{}, {} timed iterations after {} warm-up)'.format(
+              device, args.input_size, args.input_size, args.iters, args.warmup), file=out)
+    print('{:<6} {:>2} {:>6} {:>5} {:>10} {:>14}'.format(
+        'model', 'K', 'batch', 'dim', 'it/s', 'paper (TitanX)'), file=out)
+    for (batch, dim), paper in registry.TABLE7.items():
+        if args.batch_sizes and batch not in args.batch_sizes:
+            continue
+        depth = registry.TABLE7_DEPTH[dim] if not args.depth else args.depth
+        for K in args.components:
+            setting = registry.Setting(
+                name='cost', table='Table 7', dataset='cifar100',
+                model='densenet{}'.format(depth), label='BN' if K == 1 else 'MN',
+                mn_layers=() if K == 1 else ('final',), n_components=max(K, 1), em_iters=2,
+                optimizer='nesterov', lr=0.1, weight_decay=1e-4)
+            numpy.random.seed(0)
+            model = build_model(setting, 100, seed=0)
+            model.to_device(device)
+            opt = build_optimizer(setting, model)
+            xp = device.xp
+            x = xp.asarray(numpy.random.default_rng(0).normal(
+                size=(batch, 3, args.input_size, args.input_size)).astype(numpy.float32))
+            t = xp.asarray(numpy.random.default_rng(1).integers(0, 100, batch).astype(
+                numpy.int32))
+            for _ in range(args.warmup):
+                opt.update(model, x, t)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(args.iters):
+                opt.update(model, x, t)
+            _sync(device)
+            rate = args.iters / (time.perf_counter() - start)
+            results.append({'depth': depth, 'batch': batch, 'dim': dim, 'K': K, 'its': rate,
+                            'paper': paper.get(K)})
+            print('{:<6} {:>2} {:>6} {:>5} {:>10.3f} {:>14}'.format(
+                'BN' if K == 1 else 'MN', K, batch, dim, rate, _fmt(paper.get(K))), file=out,
+                flush=True)
+    return results
+
+
+def _sync(device):
+    if device.xp is not numpy:
+        device.device.synchronize()
+
+
+# -- command line --------------------------------------------------------------------------
+
+def build_parser():
+    p = argparse.ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0])
+    sub = p.add_subparsers(dest='command', required=True)
+
+    ls = sub.add_parser('list', help='the registered settings')
+    ls.add_argument('--table', help='only settings of this table (e.g. "Table 2")')
+
+    r = sub.add_parser('run', help='train one setting')
+    r.add_argument('name', help='setting name (see `mixnorm-exp list`)')
+    r.add_argument('--dataset', choices=('cifar10', 'cifar100', 'digits'),
+                   help="override the setting's dataset (digits: offline, small)")
+    r.add_argument('--data-dir', help='folder with cifar-10-python.tar.gz / '
+                   'cifar-100-python.tar.gz or their extracted folders')
+    r.add_argument('--epochs', type=int, help='run this many epochs (the first part of the '
+                   "paper's schedule; step drops scale with the run)")
+    r.add_argument('--scale', type=float, help="epochs = round(scale * paper's epochs)")
+    r.add_argument('--batch-size', type=int, help="override the paper's batch size")
+    r.add_argument('--input-size', type=int, default=None,
+                   help='image side for digits (default 16)')
+    r.add_argument('--train-limit', type=int, help='use only the first N training images')
+    r.add_argument('--test-limit', type=int, help='use only the first N test images')
+    r.add_argument('--test-batch-size', type=int, default=500)
+    r.add_argument('--no-augment', action='store_true', help='no crop/flip augmentation')
+    r.add_argument('--device', default='@numpy', help="chainer device: '@numpy', '@cupy:0'")
+    r.add_argument('--seed', type=int, default=0)
+    r.add_argument('--out', help='output folder (default results/NAME)')
+    r.add_argument('--resume', action='store_true', help='continue from the newest snapshot')
+    r.add_argument('--no-progress', action='store_true')
+
+    s = sub.add_parser('summarize', help="print the paper's tables from run folders")
+    s.add_argument('dirs', nargs='+')
+
+    c = sub.add_parser('cost', help='Table 7: DenseNet iterations/sec, BN vs MN')
+    c.add_argument('--device', default='@numpy')
+    c.add_argument('--iters', type=int, default=10)
+    c.add_argument('--warmup', type=int, default=2)
+    c.add_argument('--input-size', type=int, default=32)
+    c.add_argument('--batch-sizes', type=int, nargs='*', help='subset of 64 128')
+    c.add_argument('--components', type=int, nargs='*', default=[1, 2, 3, 4, 5],
+                   help='K values; 1 = BN')
+    c.add_argument('--depth', type=int, help='override the DenseNet depth (for quick runs)')
+    return p
+
+
+def list_settings(table=None, out=None):
+    out = out or sys.stdout
+    rows = [s for s in registry.SETTINGS.values() if table is None or s.table == table]
+    print('{:<20} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6} {:>7} {:>5} {:>4}'
+          .format('name', 'table', 'data', 'model', 'MN layers', 'K', 'EM', 'optim', 'lr',
+                  'wd', 'batch', 'ep'), file=out)
+    for s in rows:
+        print('{:<20} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6g} {:>7g} {:>5} {:>4}'
+              .format(s.name, s.table, s.dataset, s.model, ','.join(s.mn_layers) or '-',
+                      s.n_components if s.is_mn else '-', s.em_iters if s.is_mn else '-',
+                      s.optimizer, s.lr, s.weight_decay, s.batch_size, s.epochs), file=out)
+    return rows
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == 'list':
+            list_settings(args.table)
+        elif args.command == 'run':
+            run(args)
+        elif args.command == 'summarize':
+            summarize(args.dirs)
+        elif args.command == 'cost':
+            cost(args)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print('mixnorm-exp: error: {}'.format(e.args[0] if e.args else e), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
