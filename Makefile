@@ -7,7 +7,7 @@ VENV2 ?= .venv-numpy2
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup setup-numpy2 test test-numpy2 test-fast lint demo bench clean
+.PHONY: setup setup-numpy2 test test-numpy2 test-fast lint demo bench figures clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ demo: setup
 
 bench: setup
 	$(VENV)/bin/python experiments/bench_core.py
+
+# Quick offline runs on digits (~6 min, 2 cores), then figures/figure{1,2,3,4,5,8,9}.png
+figures: setup
+	PYTHON=$(VENV)/bin/python MIXNORM_EXP=$(VENV)/bin/mixnorm-exp figures/make_figures.sh results/figures
 
 clean:
 	rm -rf $(VENV) $(VENV2) results .pytest_cache *.egg-info

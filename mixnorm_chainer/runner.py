@@ -7,10 +7,12 @@
     mixnorm-exp cost [--device ...] [--iters N]
 
 A run is a ``chainer.training.Trainer`` with an Evaluator, LogReport (``log.json``),
-PrintReport, ProgressBar, PlotReport (``loss.png``, ``accuracy.png``) and a snapshot every
-epoch (``snapshot_epoch_*``, the newest kept). ``--resume`` restores the newest snapshot: model,
-optimizer, iterator position and the LogReport's entries, so the log has no lost or duplicated
-epochs. ``setting.json`` records the setting and every override.
+PrintReport, ProgressBar, PlotReport (``loss.png``, ``accuracy.png``), a snapshot every
+epoch (``snapshot_epoch_*``, the newest kept) and, for MN runs or with ``--record``, an
+:class:`~mixnorm_chainer.recorder.ActivationRecorder` (``recording.npz``). ``--resume``
+restores the newest snapshot: model, optimizer, iterator position and the LogReport's entries,
+so the log has no lost or duplicated epochs. ``setting.json`` records the setting and every
+override.
 """
 import argparse
 import json
@@ -28,6 +30,7 @@ from chainer.training import extensions
 from mixnorm_chainer import registry
 from mixnorm_chainer.datasets import augment, get_dataset
 from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
+from mixnorm_chainer.recorder import ActivationRecorder
 
 ACC_KEY = 'validation/main/accuracy'
 
@@ -141,6 +144,10 @@ def run(args, extra_extensions=()):
                                        n_retains=1, autoload=args.resume),
                    trigger=(1, 'epoch'))
 
+    if args.record or setting.is_mn:
+        fractions = tuple(float(f) for f in args.record_fractions.split(','))
+        trainer.extend(ActivationRecorder(model.predictor, args.record or (), fractions,
+                                          seed=args.seed))
     for extension, trigger in extra_extensions:
         trainer.extend(extension, trigger=trigger)
 
@@ -322,6 +329,12 @@ def build_parser():
     r.add_argument('--out', help='output folder (default results/NAME)')
     r.add_argument('--resume', action='store_true', help='continue from the newest snapshot')
     r.add_argument('--no-progress', action='store_true')
+    r.add_argument('--record', nargs='+', metavar='LAYER',
+                   help='capture the input of these normalization layers (e.g. conv2) and, for '
+                   'MN layers, their fitted mixture into recording.npz (Figures 1, 8); MN '
+                   'runs always record their per-iteration component counts (Figure 9)')
+    r.add_argument('--record-fractions', default='0.2,0.4,0.6,0.8,1.0',
+                   help='fractions of training at which to capture (comma-separated)')
 
     s = sub.add_parser('summarize', help="print the paper's tables from run folders")
     s.add_argument('dirs', nargs='+')

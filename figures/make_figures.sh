@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make figures`: the quick offline runs, then every figure script -> figures/*.png.
+# Usage: figures/make_figures.sh [RUNS]   (default results/figures; existing runs are redone)
+set -euo pipefail
+runs=${1:-results/figures}
+py=${PYTHON:-.venv/bin/python}
+figures/quick_runs.sh "$runs"
+$py figures/figure1.py --run "$runs/cnn-c10-BN-2" --layer conv2 --out figures/figure1.png
+$py figures/figure2.py --run "$runs/cnn-c10-BN-2" "$runs/cnn-c10-MN-2" --window 3 \
+  --out figures/figure2.png
+$py figures/figure3.py --run "$runs"/cnn-c100-* --window 3 --out figures/figure3.png
+$py figures/figure4.py --run "$runs/inc-c10-BN-1" "$runs/inc-c10-MN-4" --window 3 \
+  --out figures/figure4.png
+$py figures/figure5.py --run "$runs/dense40-c100-BN" "$runs/dense40-c100-MN" --window 3 \
+  --out figures/figure5.png
+$py figures/figure8.py --run "$runs/inc-c10-MN-4" --layer inc2/0/2/4 --out figures/figure8.png
+$py figures/figure9.py --run "$runs/inc-c10-MN-4" "$runs/cnn-c10-MN-2" --out figures/figure9.png
