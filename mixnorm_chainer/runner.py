@@ -27,7 +27,7 @@ import numpy
 from chainer import training
 from chainer.training import extensions
 
-from mixnorm_chainer import registry
+from mixnorm_chainer import plotting, registry
 from mixnorm_chainer.datasets import augment, get_dataset
 from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
 from mixnorm_chainer.recorder import ActivationRecorder
@@ -172,16 +172,9 @@ def _versions():
 # -- summarize -----------------------------------------------------------------------------
 
 def load_run(directory):
-    with open(os.path.join(directory, 'setting.json')) as f:
-        record = json.load(f)
-    log_path = os.path.join(directory, 'log.json')
-    log = []
-    if os.path.exists(log_path):
-        with open(log_path) as f:
-            log = json.load(f)
-    record['log'] = [e for e in log if ACC_KEY in e]
-    record['dir'] = directory
-    return record
+    """setting.json of a run as a dict, with its evaluated log entries under ``log``."""
+    run = plotting.load_run(directory)
+    return dict(run.record, log=run.log, dir=run.dir)
 
 
 def max_accuracy_at(log, epochs, fractions=(0.25, 0.5, 0.75, 1.0)):
