@@ -21,16 +21,14 @@ import numpy
 from chainer import training
 from chainer.training import extensions
 
+from mixnorm_chainer import runner
 from mixnorm_chainer.datasets import get_digits
 from mixnorm_chainer.models import CifarCNN
 
 
-def steps_to_reach(log, target, key='validation/main/accuracy'):
-    """The first logged iteration whose ``key`` is >= target, or None (Tables 3, 5, 6)."""
-    for entry in log:
-        if key in entry and entry[key] >= target:
-            return entry['iteration']
-    return None
+def steps_to_reach(log, target):
+    """The first logged iteration whose test accuracy is >= target (a fraction), or None."""
+    return runner.steps_to_reach(log, 100 * target)
 
 
 def train_one(name, mn_layers, args, train, test):

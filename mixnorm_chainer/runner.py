@@ -32,7 +32,7 @@ from mixnorm_chainer.datasets import augment, get_dataset
 from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
 from mixnorm_chainer.recorder import ActivationRecorder
 
-ACC_KEY = 'validation/main/accuracy'
+ACC_KEY = plotting.ACC_KEY
 
 
 # -- building blocks ---------------------------------------------------------------------
@@ -188,9 +188,10 @@ def max_accuracy_at(log, epochs, fractions=(0.25, 0.5, 0.75, 1.0)):
 
 
 def steps_to_reach(log, target):
-    """First iteration at which test accuracy (%) >= target (Tables 3, 5, 6)."""
+    """First iteration at which test accuracy (%) >= target (Tables 3, 5, 6); entries without a
+    test accuracy are skipped."""
     for e in log:
-        if 100 * e[ACC_KEY] >= target - 1e-9:
+        if ACC_KEY in e and 100 * e[ACC_KEY] >= target - 1e-9:
             return e['iteration']
     return None
 
