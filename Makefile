@@ -9,24 +9,29 @@ DEMO_ARGS ?=
 
 .PHONY: setup setup-numpy2 test test-numpy2 test-fast lint demo bench figures clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt
+$(VENV)/.installed: setup.cfg pyproject.toml requirements/constraints.txt requirements/torch.txt
 	$(PYTHON) -m venv $(VENV)
 	PIP_CONSTRAINT=$(CURDIR)/requirements/constraints.txt $(VENV)/bin/pip install \
-	    --disable-pip-version-check -q -e '.[test]'
+	    --disable-pip-version-check -q -e '.[test,mpi]'
+	# torch (CPU) for the PyTorch cross-check tests; --no-deps: see requirements/torch.txt
+	$(VENV)/bin/pip install --disable-pip-version-check -q --no-deps -r requirements/torch.txt
 	touch $@
 
 $(VENV2)/.installed: setup.cfg pyproject.toml requirements/constraints-numpy2.txt
 	$(NUMPY2_PYTHON) -m venv $(VENV2)
 	PIP_CONSTRAINT=$(CURDIR)/requirements/constraints-numpy2.txt $(VENV2)/bin/pip install \
-	    --disable-pip-version-check -q -e '.[test]'
+	    --disable-pip-version-check -q -e '.[test,mpi]'
 	touch $@
 
 setup: $(VENV)/.installed
 
 setup-numpy2: $(VENV2)/.installed
 
+# MIXNORM_REQUIRE_TORCH: the PyTorch cross-check tests fail instead of skipping without torch.
+# The ChainerMN tests need an MPI runtime (mpiexec) and skip without one, unless
+# MIXNORM_REQUIRE_MPI=1 (set by .ci/run, which installs openmpi).
 test: setup
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	MIXNORM_REQUIRE_TORCH=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The whole suite again on numpy 2 (and Python 3.12 when present), through _compat.py.
 test-numpy2: setup-numpy2

@@ -8,10 +8,14 @@ from mixnorm_chainer import _compat  # noqa: F401  (must run before chainer is i
 # isort: on
 from mixnorm_chainer import models
 from mixnorm_chainer.functions import ComponentStatistics, mixture_normalization
+from mixnorm_chainer.gbn import GeneralizedBatchNormalization, generalized_batch_normalization
 from mixnorm_chainer.gmm import GaussianMixture, fit_gmm
 from mixnorm_chainer.links import MixtureNormalization
+from mixnorm_chainer.multi_node import MultiNodeMixtureNormalization
 from mixnorm_chainer.queue import queue_normalization
 
-__all__ = ['ComponentStatistics', 'GaussianMixture', 'MixtureNormalization', 'fit_gmm',
-           'mixture_normalization', 'models', 'queue_normalization']
+__all__ = ['ComponentStatistics', 'GaussianMixture', 'GeneralizedBatchNormalization',
+           'MixtureNormalization', 'MultiNodeMixtureNormalization', 'fit_gmm',
+           'generalized_batch_normalization', 'mixture_normalization', 'models',
+           'queue_normalization']
 __version__ = '0.1.0'

@@ -41,7 +41,7 @@ import numpy
 from chainer import function_node
 from chainer.backend import get_array_module
 
-from mixnorm_chainer.gmm import centering_shift
+from mixnorm_chainer.gmm import LOCAL, centering_shift
 
 AFFINE_PLACEMENTS = ('output', 'statistics')
 ACTIVATIONS = (None, 'relu')
@@ -79,17 +79,20 @@ def column_sums(A):
     return xp.ones(A.shape[0], A.dtype) @ A
 
 
-def component_statistics(X, nu):
+def component_statistics(X, nu, reduction=LOCAL):
     """Eq. 35-36: ``(lambda, nuhat, mu, sigma^2)`` of rows X (m, C) under responsibilities nu.
 
-    A component with no mass (sum_i nu_ik = 0) gets nuhat = 0, mu = 0, sigma^2 = 0.
+    From the sums ``sum_i nu_ik``, ``sum_i nu_ik x_i``, ``sum_i nu_ik x_i^2`` over the batch's
+    rows (all-reduced across ranks by a distributed ``reduction``). A component with no mass
+    (sum_i nu_ik = 0) gets nuhat = 0, mu = 0, sigma^2 = 0.
     """
     xp = get_array_module(X)
-    n = nu.sum(axis=0)
-    nuhat = nu / xp.where(n > 0, n, 1)[None, :]
-    mu = nuhat.T @ X
-    var = xp.maximum(nuhat.T @ (X * X) - mu * mu, 0)
-    return n / X.shape[0], nuhat, mu, var
+    n, sum_x, sum_x2 = reduction.sum(nu.sum(axis=0), nu.T @ X, nu.T @ (X * X))
+    safe_n = xp.where(n > 0, n, 1)
+    nuhat = nu / safe_n[None, :]
+    mu = sum_x / safe_n[:, None]
+    var = xp.maximum(sum_x2 / safe_n[:, None] - mu * mu, 0)
+    return n / reduction.total(X.shape[0]), nuhat, mu, var
 
 
 def inv_sqrt_weights(lam):
@@ -124,16 +127,26 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
             the per-row weight of each queue component in Eq. 38, the factor with
             ``posterior = coef * scale``, and the queue's statistics (constants).
         rows: optional ``to_rows(x)`` in the compute dtype, if the caller already has it.
+        shift: optional per-channel centring constant (C,) for training mode (default:
+            :func:`~mixnorm_chainer.gmm.centering_shift` of the rows); the transform does not
+            depend on it, but ranks sharing statistics must use the same one.
+        reduction: :data:`~mixnorm_chainer.gmm.LOCAL`, or a distributed reduction
+            (:class:`mixnorm_chainer.multi_node.AllReduce`): the statistics of Eq. 35-36 are
+            then those of the global batch, and so are the sums of the backward pass; the
+            gamma/beta gradients stay this rank's contribution (their sum over ranks is the
+            gradient of the summed loss).
     """
 
     def __init__(self, responsibilities, eps=2e-5, affine='output', activation=None,
-                 fixed=None, rows=None):
+                 fixed=None, rows=None, shift=None, reduction=LOCAL):
         self.responsibilities = responsibilities
         self.eps = eps
         self.affine = affine
         self.activation = activation
         self.fixed = fixed
         self.rows = rows
+        self.shift = shift
+        self.reduction = reduction
         self.statistics = None
 
     def forward(self, inputs):
@@ -148,13 +161,14 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
 
         if self.fixed is None:
             nu = xp.asarray(self.responsibilities).astype(dtype, copy=False)
-            shift = centering_shift(X)
+            shift = centering_shift(X) if self.shift is None else \
+                xp.asarray(self.shift).astype(dtype, copy=False)
             if shift is None:
                 shift = xp.zeros(X.shape[1], dtype)
                 Xs = X
             else:
                 Xs = X - shift
-            lam, nuhat, mu_s, var = component_statistics(Xs, nu)
+            lam, nuhat, mu_s, var = component_statistics(Xs, nu, self.reduction)
             coef = nu * inv_sqrt_weights(lam)[None, :]
             scale = xp.sqrt(lam)
             self.statistics = ComponentStatistics(lam, mu_s + shift, var)
@@ -261,7 +275,12 @@ class MixtureNormalizationGrad(function_node.FunctionNode):
             dg = -0.5 * (s * s * sv.var * sv.var_active * S2).sum(axis=0)
             db = -(s * S1).sum(axis=0)
         if sv.nuhat is not None:
-            # Gradient through the batch statistics mu_k, sigma_k^2 (training mode).
+            # Gradient through the batch statistics mu_k, sigma_k^2 (training mode): their
+            # sums run over the whole batch (all ranks when distributed).
+            if f.reduction is not LOCAL:
+                P, Q = f.reduction.sum(P, Q)
+                S1 = g_out * P
+                S2 = g_out * (s * (Q - c * P))
             var_scale = sv.g[None, :] * sv.var_active if f.affine == 'statistics' else 1
             r = var_scale * s * s * S2
             gX -= sv.nuhat @ (s * S1 - r * sv.mu_s)

@@ -18,6 +18,13 @@ The code is written once against ``xp`` (numpy or cupy). Random draws come from 
 ``numpy.random.Generator`` (a few numbers per fit), so a seed gives the same mixture on CPU and
 GPU. The only host-device synchronization is the pruning decision (a K-vector to the host).
 The structure follows scikit-learn's ``mixture/_gaussian_mixture.py``: one function per step.
+
+Every quantity the fit needs from *all* rows is a sum over rows (k-means++ potentials, Lloyd
+centroid sums, the EM sufficient statistics ``sum nu``, ``sum nu x``, ``sum nu x^2``) or the
+row at a drawn index. Those few operations go through a ``reduction`` object:
+:class:`LocalReduction` (the default: all rows are in this process) or
+:class:`mixnorm_chainer.multi_node.AllReduce` (rows spread over MPI ranks; the sums are
+all-reduced, so every rank fits the mixture of the global batch).
 """
 import math
 
@@ -103,6 +110,48 @@ def logsumexp(a, axis):
     return out.squeeze(axis)
 
 
+class LocalReduction:
+    """The rows of the batch are all in this process: sums over rows are local sums.
+
+    The interface :func:`fit_gmm` uses for every cross-row quantity (see
+    :class:`mixnorm_chainer.multi_node.AllReduce` for the distributed one):
+
+    * ``total(m)``: number of rows of the whole batch, given this process's ``m``;
+    * ``sum(*arrays)``: the sums over all processes of per-process partial sums;
+    * ``take(X, i)``: the row with batch index ``i``, shape (D,);
+    * ``candidates(X, closest, targets)``: k-means++ sampling, the rows at the first batch
+      index whose cumulative potential (``closest``, cumulated in float64) reaches each target;
+    * ``subset(X, ids)``: this process's rows among the sorted batch indices ``ids`` and the
+      reduction for that subset (Section 5.1 subsampling);
+    * ``shift(X)``: the centring constant of :func:`centering_shift` (or None).
+    """
+
+    def total(self, m):
+        return m
+
+    def sum(self, *arrays):
+        return arrays
+
+    def take(self, X, i):
+        return X[i]
+
+    def candidates(self, X, closest, targets):
+        xp = get_array_module(X)
+        cumulative = xp.cumsum(closest, dtype=numpy.float64)
+        ids = xp.minimum(xp.searchsorted(cumulative, targets), X.shape[0] - 1)
+        return X[ids]
+
+    def subset(self, X, ids):
+        xp = get_array_module(X)
+        return X[xp.asarray(ids)], self
+
+    def shift(self, X):
+        return centering_shift(X)
+
+
+LOCAL = LocalReduction()
+
+
 # Internally every per-row, per-component array is laid out (K, m): component-major, so the
 # reductions over the few components run over contiguous rows (numpy reduces a short last axis
 # slowly). The public methods return the (m, K) transposes.
@@ -129,30 +178,29 @@ def argmin_components(d):
     return labels
 
 
-def kmeans_plusplus(X, n_clusters, rng, X_sq=None):
+def kmeans_plusplus(X, n_clusters, rng, X_sq=None, reduction=LOCAL):
     """k-means++ seeding (Arthur & Vassilvitskii) with ``2 + int(log K)`` local trials.
 
     The greedy variant of scikit-learn's ``_kmeans_plusplus``: each new centre is the best of
     ``2 + int(log K)`` candidates sampled with probability proportional to the squared distance
-    to the nearest chosen centre (Section 4.2). Returns centres of shape (K, D).
+    to the nearest chosen centre (Section 4.2). Potentials are accumulated in float64 (as
+    scikit-learn's ``stable_cumsum``). Returns centres of shape (K, D).
     """
     xp = get_array_module(X)
-    m = X.shape[0]
+    m = reduction.total(X.shape[0])
     if X_sq is None:
         X_sq = (X * X) @ xp.ones(X.shape[1], X.dtype)
     n_local_trials = 2 + int(math.log(n_clusters))
     centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
-    centers[0] = X[int(rng.integers(m))]
+    centers[0] = reduction.take(X, int(rng.integers(m)))
     closest = squared_distances(X, centers[:1], X_sq)[0]
-    potential = closest.sum()
+    potential, = reduction.sum(closest.sum(dtype=numpy.float64))
     for c in range(1, n_clusters):
-        targets = xp.asarray(rng.random(n_local_trials), dtype=X.dtype) * potential
-        candidate_ids = xp.searchsorted(xp.cumsum(closest), targets)
-        candidate_ids = xp.minimum(candidate_ids, m - 1)
-        candidates = X[candidate_ids]
+        targets = xp.asarray(rng.random(n_local_trials)) * potential
+        candidates = reduction.candidates(X, closest, targets)
         dist = squared_distances(X, candidates, X_sq)           # (trials, m)
         xp.minimum(closest[None, :], dist, out=dist)
-        candidate_potentials = dist.sum(axis=1)
+        candidate_potentials, = reduction.sum(dist.sum(axis=1, dtype=numpy.float64))
         best = candidate_potentials.argmin()
         potential = candidate_potentials[best]
         closest = dist[best]
@@ -171,26 +219,27 @@ def kmeans_assign(X, centers, X_sq):
     return argmin_components(squared_distances(X, centers, X_sq))
 
 
-def kmeans_step(X, centers, X_sq):
+def kmeans_step(X, centers, X_sq, reduction=LOCAL):
     """One Lloyd iteration; a centre that loses all its rows stays where it was."""
     xp = get_array_module(X)
     resp = one_hot(kmeans_assign(X, centers, X_sq), centers.shape[0], X.dtype)
-    counts = resp.sum(axis=1)
-    sums = resp @ X
+    counts, sums = reduction.sum(resp.sum(axis=1), resp @ X)
     return xp.where(counts[:, None] > 0, sums / xp.maximum(counts, 1)[:, None], centers)
 
 
-def m_step(X, X2, resp, reg_covar):
+def m_step(X, X2, resp, reg_covar, reduction=LOCAL):
     """M-step: lambda, mu, sigma^2 from responsibilities ``resp`` (K, m) (scikit-learn's).
 
     ``n_k = sum_i r_ik`` (+10 machine epsilon, so an empty component stays finite),
     ``lambda_k = n_k / sum_j n_j``, ``mu_k = sum_i r_ik x_i / n_k``,
     ``sigma_k^2 = max(sum_i r_ik x_i^2 / n_k - mu_k^2, 0) + reg_covar`` (the variance floor).
+    The three sums over rows are the EM sufficient statistics (all-reduced when distributed).
     """
     xp = get_array_module(X)
-    nk = resp.sum(axis=1) + 10 * numpy.finfo(X.dtype).eps
-    means = (resp @ X) / nk[:, None]
-    variances = xp.maximum((resp @ X2) / nk[:, None] - means * means, 0) + reg_covar
+    nk, sum_x, sum_x2 = reduction.sum(resp.sum(axis=1), resp @ X, resp @ X2)
+    nk = nk + 10 * numpy.finfo(X.dtype).eps
+    means = sum_x / nk[:, None]
+    variances = xp.maximum(sum_x2 / nk[:, None] - means * means, 0) + reg_covar
     return nk / nk.sum(), means, variances
 
 
@@ -217,7 +266,7 @@ def e_step(X, weights, means, variances, X2=None):
     return weighted - log_norm[None, :], log_norm
 
 
-def prune(X, X2, gmm_params, min_weight, reg_covar):
+def prune(X, X2, gmm_params, min_weight, reg_covar, reduction=LOCAL):
     """Section 5.3: drop components with lambda_k < min_weight, merge their rows into the rest.
 
     The rows are re-assigned by an E-step over the kept components (their posteriors
@@ -233,7 +282,7 @@ def prune(X, X2, gmm_params, min_weight, reg_covar):
     xp = get_array_module(X)
     idx = xp.asarray(numpy.flatnonzero(keep))
     log_resp, _ = e_step(X, weights[idx], means[idx], variances[idx], X2)
-    return m_step(X, X2, xp.exp(log_resp), reg_covar)
+    return m_step(X, X2, xp.exp(log_resp), reg_covar, reduction)
 
 
 def centering_shift(X, max_rows=256, max_ratio=100.0):
@@ -281,7 +330,7 @@ def _check_args(X, n_components, kmeans_iters, em_iters, sample_fraction, min_we
 
 
 def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fraction=1.0,
-            min_weight=0.01, reg_covar=1e-6, check_finite=True):
+            min_weight=0.01, reg_covar=1e-6, check_finite=True, reduction=LOCAL):
     """Fit a diagonal GMM to rows ``X`` (m, D) as Mixture Normalization does in training.
 
     Args:
@@ -295,6 +344,10 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
         min_weight: pruning threshold on lambda_k (Section 5.3); 0 disables pruning.
         reg_covar: variance floor added to every sigma^2 (as scikit-learn's ``reg_covar``).
         check_finite: raise ValueError on NaN/inf rows (one host sync).
+        reduction: where the batch's rows are: :data:`LOCAL` (all here), or a
+            :class:`mixnorm_chainer.multi_node.AllReduce` when X is this rank's share of a
+            batch spread over MPI ranks (every rank then gets the global batch's mixture;
+            all ranks must call with the same seed state).
 
     Returns:
         :class:`GaussianMixture` with K' <= K components, in X's (float32 for float16) dtype.
@@ -310,28 +363,28 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
     if check_finite and not bool(xp.isfinite(X).all()):
         raise ValueError('fit_gmm: X contains NaN or inf')
     rng = _as_rng(seed)
-    m = X.shape[0]
+    m = reduction.total(X.shape[0])
     if sample_fraction < 1:
         n_sub = min(m, max(n_components, int(math.ceil(sample_fraction * m))))
         if n_sub < m:
-            X = X[xp.asarray(numpy.sort(rng.choice(m, n_sub, replace=False)))]
+            X, reduction = reduction.subset(X, numpy.sort(rng.choice(m, n_sub, replace=False)))
     # Fitting is shift-equivariant; a far-off-centre X is centred first (float32 precision).
-    shift = centering_shift(X)
+    shift = reduction.shift(X)
     if shift is not None:
         X = X - shift
     X2 = X * X
     X_sq = X2 @ xp.ones(X.shape[1], X.dtype)      # row norms as a BLAS product (fast)
 
-    centers = kmeans_plusplus(X, n_components, rng, X_sq)
+    centers = kmeans_plusplus(X, n_components, rng, X_sq, reduction)
     for _ in range(int(kmeans_iters)):
-        centers = kmeans_step(X, centers, X_sq)
+        centers = kmeans_step(X, centers, X_sq, reduction)
     resp = one_hot(kmeans_assign(X, centers, X_sq), n_components, X.dtype)
-    params = m_step(X, X2, resp, reg_covar)
+    params = m_step(X, X2, resp, reg_covar, reduction)
     for _ in range(int(em_iters)):
         log_resp, _ = e_step(X, *params, X2=X2)
-        params = m_step(X, X2, xp.exp(log_resp), reg_covar)
+        params = m_step(X, X2, xp.exp(log_resp), reg_covar, reduction)
     if min_weight > 0:
-        params = prune(X, X2, params, min_weight, reg_covar)
+        params = prune(X, X2, params, min_weight, reg_covar, reduction)
     weights, means, variances = params
     if shift is None:
         return GaussianMixture(weights, means, variances)

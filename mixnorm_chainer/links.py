@@ -18,7 +18,7 @@ from mixnorm_chainer.functions import (
     compute_dtype,
     to_rows,
 )
-from mixnorm_chainer.gmm import fit_gmm
+from mixnorm_chainer.gmm import LOCAL, fit_gmm
 from mixnorm_chainer.queue import INFERENCE_FORMS, push, queue_normalization
 
 
@@ -28,6 +28,19 @@ def split_em_iters(em_iters):
     if int(em_iters) != em_iters or em_iters < 0:
         raise ValueError(f'em_iters must be an integer >= 0; got {em_iters!r}')
     return int(em_iters) // 2, int(em_iters) - int(em_iters) // 2
+
+
+def add_scale_shift(link, dtype, use_gamma=True, use_beta=True, initial_gamma=None,
+                    initial_beta=None):
+    """Register per-channel ``gamma`` (default 1) and ``beta`` (default 0) of shape
+    ``(link.size,)`` on a normalization link, as ``L.BatchNormalization`` does."""
+    with link.init_scope():
+        for name, use, initial, default in (('gamma', use_gamma, initial_gamma, 1),
+                                            ('beta', use_beta, initial_beta, 0)):
+            if use:
+                init = initializers._get_initializer(default if initial is None else initial)
+                init.dtype = dtype
+                setattr(link, name, chainer.Parameter(init, (link.size,)))
 
 
 class MixtureNormalization(chainer.Link):
@@ -99,14 +112,7 @@ class MixtureNormalization(chainer.Link):
         for name in ('queue_weights', 'queue_means', 'queue_variances', 'queue_count'):
             self.register_persistent(name)
 
-        with self.init_scope():
-            for name, use, initial, default in (('gamma', use_gamma, initial_gamma, 1),
-                                                ('beta', use_beta, initial_beta, 0)):
-                if use:
-                    init = initializers._get_initializer(default if initial is None
-                                                         else initial)
-                    init.dtype = dtype
-                    setattr(self, name, chainer.Parameter(init, (self.size,)))
+        add_scale_shift(self, dtype, use_gamma, use_beta, initial_gamma, initial_beta)
         self.last_fit = None
         self.last_statistics = None
 
@@ -188,20 +194,26 @@ class MixtureNormalization(chainer.Link):
             self.queue_count, self.queue_decay, self.eps, self.inference, self.affine,
             self.activation)
 
-    def _forward_train(self, x, xa, gamma, beta):
+    def _forward_train(self, x, xa, gamma, beta, rows=None, reduction=LOCAL):
+        """Fit the batch's GMM, normalize (Eq. 34-36), push onto the queue. ``reduction``:
+        where the batch's rows are (:class:`~mixnorm_chainer.multi_node.AllReduce` for the
+        synchronized multi-node layer, which also passes its already checked ``rows``)."""
         xp = self.xp
-        rows = to_rows(xa).astype(compute_dtype(xa.dtype), copy=False)
-        if not bool(xp.isfinite(rows).all()):
-            raise ValueError(
-                'MixtureNormalization got non-finite input (NaN or inf) in training mode, '
-                f'shape {xa.shape}: the mixture cannot be fitted; the layer state is unchanged')
+        if rows is None:
+            rows = to_rows(xa).astype(compute_dtype(xa.dtype), copy=False)
+            if not bool(xp.isfinite(rows).all()):
+                raise ValueError(
+                    'MixtureNormalization got non-finite input (NaN or inf) in training mode, '
+                    f'shape {xa.shape}: the mixture cannot be fitted; the layer state is '
+                    'unchanged')
         gmm = fit_gmm(rows, self.n_components, kmeans_iters=self.kmeans_iters,
                       em_iters=self.gmm_em_iters, seed=self._rng,
                       sample_fraction=self.sample_fraction, min_weight=self.min_weight,
-                      reg_covar=self.reg_covar, check_finite=False)
+                      reg_covar=self.reg_covar, check_finite=False, reduction=reduction)
         nu = gmm.responsibilities(rows)
-        node = MixtureNormalizationFunction(nu, self.eps, self.affine, self.activation,
-                                            rows=rows)
+        node = MixtureNormalizationFunction(
+            nu, self.eps, self.affine, self.activation, rows=rows,
+            shift=None if reduction is LOCAL else gmm.center, reduction=reduction)
         y, = node.apply((x, gamma, beta))
         self.last_fit = gmm
         self.last_statistics = node.statistics

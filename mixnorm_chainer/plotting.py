@@ -139,9 +139,10 @@ class Run:
     def is_mn(self):
         return bool(self.setting.get('mn_layers'))
 
-    def series(self, key):
-        """(epochs, values) of one log key; entries without the key are left out."""
-        rows = [(e['epoch'], e[key]) for e in self.log if e.get(key) is not None]
+    def series(self, key, by='epoch'):
+        """(``by`` values, values) of one log key (``by``: 'epoch' or 'iteration'); entries
+        without the key are left out."""
+        rows = [(e[by], e[key]) for e in self.log if e.get(key) is not None]
         if not rows:
             return numpy.zeros(0), numpy.zeros(0)
         ep, v = zip(*rows)

@@ -12,7 +12,8 @@ epoch (``snapshot_epoch_*``, the newest kept) and, for MN runs or with ``--recor
 :class:`~mixnorm_chainer.recorder.ActivationRecorder` (``recording.npz``). ``--resume``
 restores the newest snapshot: model, optimizer, iterator position and the LogReport's entries,
 so the log has no lost or duplicated epochs. ``setting.json`` records the setting and every
-override.
+override. DCGAN settings (``dcgan-c10-BN``/``-MN``, Section 4.5) are trained by
+:func:`mixnorm_chainer.gan.run` for ``--iterations`` updates with FID every ``--fid-interval``.
 """
 import argparse
 import json
@@ -27,7 +28,7 @@ import numpy
 from chainer import training
 from chainer.training import extensions
 
-from mixnorm_chainer import plotting, registry
+from mixnorm_chainer import multi_node, plotting, registry
 from mixnorm_chainer.datasets import augment, get_dataset
 from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
 from mixnorm_chainer.recorder import ActivationRecorder
@@ -42,6 +43,12 @@ def build_model(setting, n_classes, seed=None, mn_layers=None):
     layers = setting.mn_layers if mn_layers is None else mn_layers
     kw = dict(n_classes=n_classes, mn_layers=layers, n_components=setting.n_components,
               em_iters=setting.em_iters, seed=seed)
+    if setting.gbn_layers:                # generalized batch normalization (issue 7)
+        if setting.model != 'cifar_cnn':
+            raise ValueError('gbn_layers is supported for the cifar_cnn model only; got '
+                             '{!r}'.format(setting.model))
+        kw.update(gbn_layers=setting.gbn_layers, gbn_options=dict(
+            deviation=setting.gbn_deviation, alpha=setting.gbn_alpha))
     if setting.model == 'cifar_cnn':
         net = CifarCNN(**kw)
     elif setting.model == 'inception_v3':
@@ -95,13 +102,23 @@ def run_epochs(setting, epochs=None, scale=None):
 def run(args, extra_extensions=()):
     """Train one setting; ``extra_extensions``: (extension, trigger) pairs (for tests)."""
     setting = registry.get(args.name)
+    communicator = getattr(args, 'communicator', None)
+    if setting.model == 'dcgan' and communicator:
+        raise ValueError('--communicator is not supported for the DCGAN settings')
+    if setting.model == 'dcgan':          # Section 4.5: GAN training (mixnorm_chainer.gan)
+        from mixnorm_chainer import gan
+        return gan.run(args, setting, extra_extensions)
     dataset = args.dataset or setting.dataset
     epochs = run_epochs(setting, args.epochs, args.scale)
     batch_size = args.batch_size or setting.batch_size
     out = args.out or os.path.join('results', setting.name if dataset == setting.dataset
                                    else '{}@{}'.format(setting.name, dataset))
     os.makedirs(out, exist_ok=True)
-    device = chainer.get_device(args.device)
+    # ChainerMN (under mpiexec): one rank per process; batch_size is the global mini-batch.
+    comm = multi_node.create_communicator(communicator) if communicator else None
+    rank0 = comm is None or comm.rank == 0
+    rank_batch = multi_node.per_rank_batch(batch_size, comm)
+    device = chainer.get_device(multi_node.rank_device(args.device, comm))
     device.use()
 
     train, test, n_classes = get_dataset(dataset, data_dir=args.data_dir,
@@ -110,24 +127,46 @@ def run(args, extra_extensions=()):
         train = train[:args.train_limit]
     if args.test_limit:
         test = test[:args.test_limit]
+    if comm is not None:                  # each rank gets an equal share
+        import chainermn
+        train = chainermn.scatter_dataset(train, comm, shuffle=True, seed=args.seed)
+        test = chainermn.scatter_dataset(test, comm)
+    rank_seed = args.seed + (0 if comm is None else comm.rank)
     if dataset != 'digits' and not args.no_augment:
-        train = augment(train, pad=4, flip=True, seed=args.seed)
+        train = augment(train, pad=4, flip=True, seed=rank_seed)
 
     numpy.random.seed(args.seed)          # chainer's initializers draw from numpy's RNG
     model = build_model(setting, n_classes, seed=args.seed)
+    if comm is not None and args.sync_norm:
+        model = multi_node.synchronize_normalization(model, comm)
     model.to_device(device)
     optimizer = build_optimizer(setting, model)
-    order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(args.seed))
-    train_iter = chainer.iterators.SerialIterator(train, batch_size, order_sampler=order)
+    if comm is not None:
+        optimizer = chainermn.create_multi_node_optimizer(optimizer, comm)
+    order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(rank_seed))
+    train_iter = chainer.iterators.SerialIterator(train, rank_batch, order_sampler=order)
     test_iter = chainer.iterators.SerialIterator(test, args.test_batch_size, repeat=False,
                                                  shuffle=False)
     updater = training.StandardUpdater(train_iter, optimizer, device=device)
     trainer = training.Trainer(updater, (epochs, 'epoch'), out=out)
-    iters_per_epoch = int(math.ceil(len(train) / batch_size))
+    iters_per_epoch = int(math.ceil(len(train) / rank_batch))
 
-    trainer.extend(extensions.Evaluator(test_iter, model, device=device))
+    evaluator = extensions.Evaluator(test_iter, model, device=device)
+    if comm is not None:
+        evaluator = chainermn.create_multi_node_evaluator(evaluator, comm)
+    trainer.extend(evaluator)
     shift, trigger = schedule_extension(setting, epochs, iters_per_epoch)
     trainer.extend(shift, trigger=trigger)
+    snapshot = 'snapshot_epoch_{.updater.epoch}' + ('' if comm is None
+                                                    else '_rank{}'.format(comm.rank))
+    trainer.extend(extensions.snapshot(filename=snapshot, n_retains=1, autoload=args.resume),
+                   trigger=(1, 'epoch'))
+    for extension, trigger in extra_extensions:
+        trainer.extend(extension, trigger=trigger)
+    if comm is not None:
+        trainer.extend(multi_node.check_resumed_ranks(comm), trigger=(1, 'epoch'))
+    if not rank0:                         # logs, reports and recordings: rank 0 only
+        return _run_trainer(trainer, comm)
     trainer.extend(extensions.observe_lr())
     trainer.extend(extensions.LogReport(trigger=(1, 'epoch'), filename='log.json'))
     trainer.extend(extensions.PrintReport(
@@ -140,28 +179,42 @@ def run(args, extra_extensions=()):
                                              filename='accuracy.png'))
     if not args.no_progress:
         trainer.extend(extensions.ProgressBar(update_interval=10))
-    trainer.extend(extensions.snapshot(filename='snapshot_epoch_{.updater.epoch}',
-                                       n_retains=1, autoload=args.resume),
-                   trigger=(1, 'epoch'))
 
     if args.record or setting.is_mn:
         fractions = tuple(float(f) for f in args.record_fractions.split(','))
         trainer.extend(ActivationRecorder(model.predictor, args.record or (), fractions,
                                           seed=args.seed))
-    for extension, trigger in extra_extensions:
-        trainer.extend(extension, trigger=trigger)
 
+    ranks = 1 if comm is None else comm.size
     record = {'setting': setting.to_dict(), 'dataset': dataset, 'epochs': epochs,
               'batch_size': batch_size, 'iterations_per_epoch': iters_per_epoch,
-              'n_train': len(train), 'n_test': len(test), 'seed': args.seed,
+              'n_train': len(train) * ranks, 'n_test': len(test) * ranks, 'seed': args.seed,
               'device': str(device), 'argv': sys.argv, 'versions': _versions()}
+    if comm is not None:
+        record['communicator'] = {'name': communicator, 'size': comm.size,
+                                  'sync_norm': bool(args.sync_norm)}
     with open(os.path.join(out, 'setting.json'), 'w') as f:
         json.dump(record, f, indent=1)
-    print('{}: {} on {} ({} train / {} test), {} epochs x {} iterations, batch {}, out {}'
-          .format(setting.name, setting.model, dataset, len(train), len(test), epochs,
-                  iters_per_epoch, batch_size, out), flush=True)
-    trainer.run()
-    return out
+    print('{}: {} on {} ({} train / {} test), {} epochs x {} iterations, batch {}{}, out {}'
+          .format(setting.name, setting.model, dataset, record['n_train'], record['n_test'],
+                  epochs, iters_per_epoch, batch_size,
+                  '' if comm is None else ' ({} per rank x {} ranks{})'.format(
+                      rank_batch, comm.size, '' if args.sync_norm else ', unsynchronized'),
+                  out), flush=True)
+    return _run_trainer(trainer, comm)
+
+
+def _run_trainer(trainer, comm):
+    try:
+        trainer.run()
+    except Exception:
+        if comm is not None and comm.size > 1:
+            # the other ranks may wait in a collective for this one: end them all
+            import traceback
+            traceback.print_exc()
+            comm.mpi_comm.Abort(1)
+        raise
+    return trainer.out
 
 
 def _versions():
@@ -204,6 +257,11 @@ def summarize(directories, out=None):
     """Print Tables 2/4 and 3/5/6 from run directories, next to the paper's numbers."""
     out = out or sys.stdout
     runs = [load_run(d) for d in directories]
+    gan_dirs = [r['dir'] for r in runs if r['setting']['model'] == 'dcgan']
+    if gan_dirs:                          # Section 4.5: FID instead of accuracy
+        from mixnorm_chainer import gan
+        gan.summarize(gan_dirs, out=out)
+        runs = [r for r in runs if r['setting']['model'] != 'dcgan']
     groups = {}
     for r in runs:
         key = (r['setting']['table'], r['dataset'])
@@ -218,7 +276,8 @@ def summarize(directories, out=None):
             print('{:<22} {:>6} {:>31} | {}'.format(
                 r['setting']['name'], len(r['log']), ' '.join(_fmt(v, '{:7.2f}') for v in ours),
                 ' '.join(_fmt(v, '{:7.2f}') for v in paper) if paper else '-'), file=out)
-        by_name = {r['setting']['name']: r for r in members}
+        # baselines may sit in another table's group (GBN rows -> Table 2's BN-2)
+        by_name = {r['setting']['name']: r for r in runs if r['dataset'] == dataset}
         rows = []
         for r in members:
             base = r['setting']['baseline'] or r['setting']['name']
@@ -323,12 +382,40 @@ def build_parser():
     r.add_argument('--out', help='output folder (default results/NAME)')
     r.add_argument('--resume', action='store_true', help='continue from the newest snapshot')
     r.add_argument('--no-progress', action='store_true')
+    r.add_argument('--communicator', choices=multi_node.COMMUNICATORS,
+                   help='data-parallel ChainerMN training, launched as `mpiexec -n P '
+                   'mixnorm-exp run ...` (--batch-size stays the global mini-batch)')
+    r.add_argument('--no-sync-norm', dest='sync_norm', action='store_false',
+                   help='with --communicator: each rank normalizes (BN and MN) its own share '
+                   'of the batch instead of the global batch')
     r.add_argument('--record', nargs='+', metavar='LAYER',
                    help='capture the input of these normalization layers (e.g. conv2) and, for '
                    'MN layers, their fitted mixture into recording.npz (Figures 1, 8); MN '
                    'runs always record their per-iteration component counts (Figure 9)')
     r.add_argument('--record-fractions', default='0.2,0.4,0.6,0.8,1.0',
                    help='fractions of training at which to capture (comma-separated)')
+    g = r.add_argument_group('GAN settings (dcgan-*, Section 4.5)')
+    g.add_argument('--iterations', type=int, help="generator updates (paper: 100000)")
+    g.add_argument('--fid-interval', type=int, help='updates between FID evaluations and '
+                   'sample grids (paper: 10000)')
+    g.add_argument('--fid-samples', type=int, default=10000,
+                   help='generated images per FID (default %(default)s)')
+    g.add_argument('--fid-real-samples', type=int,
+                   help='real (training) images for the FID statistics (default: all)')
+    g.add_argument('--fid-extractor', choices=('inception', 'small'), default='inception',
+                   help="FID features: 'inception' (comparable to published FIDs; needs "
+                   "--inception-weights) or 'small' (offline stand-in, not comparable)")
+    g.add_argument('--inception-weights', metavar='NPZ',
+                   help='FID Inception weights converted with `python -m mixnorm_chainer.fid '
+                   'convert pt_inception-2015-12-05-6726825d.pth NPZ`')
+    g.add_argument('--fid-batch-size', type=int, default=100)
+    g.add_argument('--width', type=int, default=512,
+                   help="DCGAN channels ch (generator's first map, discriminator's last conv; "
+                   'default %(default)s as chainer-gan-lib)')
+    g.add_argument('--log-interval', type=int,
+                   help='updates per log entry (default gcd(fid interval, 100))')
+    g.add_argument('--snapshot-interval', type=int,
+                   help='updates between snapshots (default: the FID interval)')
 
     s = sub.add_parser('summarize', help="print the paper's tables from run folders")
     s.add_argument('dirs', nargs='+')
@@ -345,17 +432,27 @@ def build_parser():
     return p
 
 
+def _gbn(s):
+    """'GBN cvar(0.75): conv3' for a GBN setting's layer column, '-' for the all-BN ones."""
+    if not s.gbn_layers:
+        return '-'
+    alpha = '' if s.gbn_alpha is None else '({:g})'.format(s.gbn_alpha)
+    return 'GBN {}{}: {}'.format(s.gbn_deviation, alpha, ','.join(s.gbn_layers))
+
+
 def list_settings(table=None, out=None):
     out = out or sys.stdout
     rows = [s for s in registry.SETTINGS.values() if table is None or s.table == table]
-    print('{:<20} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6} {:>7} {:>5} {:>4}'
-          .format('name', 'table', 'data', 'model', 'MN layers', 'K', 'EM', 'optim', 'lr',
+    print('{:<22} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6} {:>7} {:>5} {:>4}'
+          .format('name', 'table', 'data', 'model', 'MN or GBN layers', 'K', 'EM', 'optim', 'lr',
                   'wd', 'batch', 'ep'), file=out)
     for s in rows:
-        print('{:<20} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6g} {:>7g} {:>5} {:>4}'
-              .format(s.name, s.table, s.dataset, s.model, ','.join(s.mn_layers) or '-',
+        print('{:<22} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6g} {:>7g} {:>5} {:>4}'
+              .format(s.name, s.table, s.dataset, s.model, ','.join(s.mn_layers) or _gbn(s),
                       s.n_components if s.is_mn else '-', s.em_iters if s.is_mn else '-',
-                      s.optimizer, s.lr, s.weight_decay, s.batch_size, s.epochs), file=out)
+                      s.optimizer, s.lr, s.weight_decay, s.batch_size,
+                      s.epochs if s.iterations is None else '{:g}K'.format(s.iterations / 1e3)),
+              file=out)
     return rows
 
 

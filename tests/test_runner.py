@@ -170,7 +170,7 @@ def test_models_for_every_setting_build():
     seen = set()
     for s in registry.SETTINGS.values():
         key = (s.model, s.mn_layers)
-        if key in seen or s.model == 'densenet100':
+        if key in seen or s.model in ('densenet100', 'dcgan'):   # dcgan: test_dcgan.py
             continue
         seen.add(key)
         model = runner.build_model(s, 10, seed=0)

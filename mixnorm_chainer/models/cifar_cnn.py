@@ -25,15 +25,21 @@ class CifarCNN(chainer.Chain):
         mn_layers: subset of ('conv1', 'conv2', 'conv3', 'conv4'); () is the all-BN model.
         n_components, em_iters: K and "EM iter." of every MN layer.
         in_channels: image channels.
+        gbn_layers: subset of the layer names that get generalized batch normalization
+            (GBN, issue 7) instead of BN; disjoint from ``mn_layers``.
+        gbn_options: :class:`~mixnorm_chainer.gbn.GeneralizedBatchNormalization` options,
+            e.g. ``dict(deviation='cvar', alpha=0.75)``.
         **mn_options: other :class:`~mixnorm_chainer.MixtureNormalization` options
             (e.g. ``sample_fraction``, ``inference``), and ``fused_relu``.
     """
 
     def __init__(self, n_classes=10, mn_layers=(), n_components=3, em_iters=2,
-                 in_channels=3, **mn_options):
+                 in_channels=3, gbn_layers=(), gbn_options=None, **mn_options):
         super().__init__()
         self.mn_layers = check_mn_layers(mn_layers, LAYER_NAMES)
-        norm = NormFactory(self.mn_layers, n_components, em_iters, **mn_options)
+        self.gbn_layers = check_mn_layers(gbn_layers, LAYER_NAMES)
+        norm = NormFactory(self.mn_layers, n_components, em_iters, gbn_layers=self.gbn_layers,
+                           gbn_options=gbn_options, **mn_options)
         self._relu_fused = {}
         with self.init_scope():
             c_in = in_channels

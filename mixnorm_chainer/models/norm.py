@@ -6,6 +6,7 @@ A model lists the names of its normalization layers; each named in ``mn_layers``
 """
 import chainer.links as L
 
+from mixnorm_chainer.gbn import GeneralizedBatchNormalization
 from mixnorm_chainer.links import MixtureNormalization
 
 
@@ -28,11 +29,20 @@ class NormFactory:
         n_components, em_iters: K and the paper's "EM iter." for every MN layer.
         fused_relu: when an MN layer is followed by ReLU, apply Eq. 40 (ReLU per component,
             the paper's prescription) inside the layer; the model then skips its own ReLU.
+        gbn_layers: names that get generalized batch normalization
+            (:class:`~mixnorm_chainer.gbn.GeneralizedBatchNormalization`, issue 7).
+        gbn_options: its options, e.g. ``dict(deviation='cvar', alpha=0.75)``.
         **mn_options: any other :class:`MixtureNormalization` option.
     """
 
-    def __init__(self, mn_layers, n_components=3, em_iters=2, fused_relu=True, **mn_options):
+    def __init__(self, mn_layers, n_components=3, em_iters=2, fused_relu=True, gbn_layers=(),
+                 gbn_options=None, **mn_options):
         self.mn_layers = tuple(mn_layers)
+        self.gbn_layers = tuple(gbn_layers)
+        both = sorted(set(self.mn_layers) & set(self.gbn_layers))
+        if both:
+            raise ValueError(f'layer(s) {both} are in both mn_layers and gbn_layers')
+        self.gbn_options = dict(gbn_options or {})
         self.n_components = n_components
         self.em_iters = em_iters
         self.fused_relu = fused_relu
@@ -46,6 +56,8 @@ class NormFactory:
 
         Returns ``(link, relu_fused)``: ``relu_fused`` tells the caller not to apply ReLU.
         """
+        if name in self.gbn_layers:
+            return GeneralizedBatchNormalization(size, **self.gbn_options), False
         if not self.is_mn(name):
             return L.BatchNormalization(size), False
         fuse = self.fused_relu and followed_by_relu

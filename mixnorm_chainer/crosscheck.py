@@ -1,0 +1,551 @@
+"""Golden vectors for cross-checking other implementations of MN (``mixnorm-crosscheck``).
+
+``mixnorm-crosscheck export DIR`` writes ``DIR/cases.npz`` (every array, keyed
+``"<case>/<name>"``) and ``DIR/manifest.json`` (one entry per case: kind, equation, shape,
+dtype, layout, options, and which arrays are inputs, outputs and optional outputs).
+``mixnorm-crosscheck compare DIR OTHER.npz`` compares another implementation's outputs (same
+keys) with the expected ones and prints a per-case table of max absolute and relative errors;
+``--impl module:callable`` calls a Python callable ``fn(case, inputs) -> {name: array}`` instead
+(e.g. ``mixnorm_chainer.torch_reference:crosscheck_impl``). Exit status: 0 when every compared
+output is within its dtype's tolerance, 1 otherwise.
+
+Case kinds (arrays in NCHW / (N, C) layout; "rows" are ``x.transpose(0, 2, 3, 1).reshape(-1, C)``):
+
+* ``mn_train``: Eq. 34-36 with given responsibilities nu (from a GMM fitted to the rows with a
+  fixed seed); ``affine='statistics'`` is Eq. 37, ``activation='relu'`` Eq. 40. Inputs
+  ``x, gamma, beta, nu, gy``; outputs ``y`` and the gradients ``gx, ggamma, gbeta`` for the
+  upstream gradient ``gy`` (nu is a constant); optional outputs the components' statistics
+  ``weights`` (lambda), ``means``, ``variances`` (Eq. 35-36). ``bn_*`` cases have K = 1
+  (nu = 1), which is batch normalization.
+* ``mn_test``: Eq. 38-39 over a queue (``form`` 'consistent' or 'printed'); inputs ``x, gamma,
+  beta, queue_weights (T, K), queue_means (T, K, C), queue_variances (T, K, C), gy``;
+  outputs ``y, gx, ggamma, gbeta`` (the posterior rho and the queue are constants); optional
+  ``posterior`` (m, n_present*K), newest n_present entries, oldest first.
+* ``gmm_em``: EM iterations from a given initialization (deterministic): inputs ``X,
+  init_weights, init_means, init_variances``; outputs the parameters after each iteration
+  (stacked on axis 0) and the mean log-likelihood at each E-step.
+* ``gmm_fit``: a seeded fit (k-means++ seeding, k-means, EM, pruning). Its draws depend on this
+  package's RNG use, so the fitted mixture is an *input*: outputs are what follows from it
+  deterministically (``responsibilities``, Eq. 31; per-row ``log_likelihood``, Eq. 26). A
+  foreign fit of the same X with the manifest's options can report its own mean log-likelihood
+  as the optional ``fit_score``: that is compared with the looser ``loglik`` tolerance.
+
+Tolerances: the relative error of an output is ``max|other - expected| / max|expected|``
+(normwise, so entries near zero do not blow it up); see :data:`TOLERANCES`.
+"""
+import argparse
+import fnmatch
+import importlib
+import json
+import os
+import sys
+
+import chainer
+import numpy
+
+from mixnorm_chainer.functions import MixtureNormalizationFunction, to_rows
+from mixnorm_chainer.gmm import e_step, fit_gmm, m_step
+from mixnorm_chainer.links import MixtureNormalization
+from mixnorm_chainer.queue import masked_log_gaussian_prob, queue_mixture, queue_normalization
+
+FORMAT_VERSION = 1
+CASES_FILE = 'cases.npz'
+MANIFEST_FILE = 'manifest.json'
+
+#: Max normwise relative error allowed per dtype of the expected output (see the README):
+#: float64 ~ 1e4 x its unit roundoff 1.1e-16 (sums over m <= 200 rows, 1/sqrt(var + eps)
+#: conditioning, exp of log-densities of size ~10); float32 ~ 1e3 x 6e-8, since a float32
+#: implementation's rounding differs from ours at that level (measured <= 2e-6 vs the torch
+#: reference); float16 outputs are float32 results rounded to float16, so two correct ones can
+#: differ by one float16 ulp (2^-10 relative to the largest entry) plus float32 noise: 2e-3.
+#: ``loglik`` is for a foreign seeded GMM fit's mean log-likelihood: on the exported,
+#: well-separated clusters any k-means++ seeding finds the same partition (scikit-learn's
+#: GaussianMixture, 5 seeds, agreed with ours to 4e-15), so 1e-5 allows a float32 fit.
+TOLERANCES = {'float64': 1e-10, 'float32': 1e-4, 'float16': 2e-3, 'loglik': 1e-5}
+
+LAYOUT = ('x is (N, C) or (N, C, H, W) (NCHW); rows are x.transpose(0, 2, 3, 1).reshape(-1, C) '
+          '(for (N, C): x itself); nu/posterior/responsibilities are (m, K) in that row order')
+
+
+# -- building the cases -------------------------------------------------------------------
+
+def _centres(rng, C):
+    return rng.normal(scale=3.0, size=(3, C)), rng.uniform(0.5, 1.5, size=(3, C))
+
+
+def _data(rng, shape, dtype, centres=None):
+    """Inputs with cluster structure in the rows (so the GMM has something to find)."""
+    N, C = shape[:2]
+    m = N * int(numpy.prod(shape[2:], dtype=numpy.int64))
+    centres, scales = _centres(rng, C) if centres is None else centres
+    labels = rng.integers(0, 3, size=m)
+    rows = centres[labels] + rng.normal(size=(m, C)) * scales[labels]
+    if len(shape) == 2:
+        x = rows
+    else:
+        x = rows.reshape((N,) + tuple(shape[2:]) + (C,))
+        x = numpy.moveaxis(x, -1, 1)
+    return numpy.ascontiguousarray(x + 1.0).astype(dtype)
+
+
+def _affine(rng, C, dtype):
+    return (rng.uniform(0.5, 1.5, size=C).astype(dtype),
+            (0.3 * rng.normal(size=C)).astype(dtype))
+
+
+def _backprop(fn, x, gamma, beta, gy):
+    """y and the gradients of <y, gy> w.r.t. x, gamma, beta, through chainer."""
+    v = [chainer.Variable(a.copy()) for a in (x, gamma, beta)]
+    for a in v:
+        a.cleargrad()
+    y = fn(*v)
+    y.grad = gy.copy()
+    y.backward()
+    return {'y': y.array, 'gx': v[0].grad, 'ggamma': v[1].grad, 'gbeta': v[2].grad}
+
+
+def _case(name, kind, equation, inputs, outputs, options, optional=None, **extra):
+    return dict(name=name, kind=kind, equation=equation, options=options, inputs=inputs,
+                outputs=outputs, optional_outputs=optional or {}, **extra)
+
+
+def train_case(name, shape, dtype, seed, affine='output', activation=None, K=3, eps=2e-5):
+    rng = numpy.random.default_rng(seed)
+    dtype = numpy.dtype(dtype)
+    x = _data(rng, shape, dtype)
+    gamma, beta = _affine(rng, shape[1], dtype)
+    gy = rng.normal(size=shape).astype(dtype)
+    cdt = numpy.float32 if dtype == numpy.float16 else dtype
+    rows = to_rows(x).astype(cdt)
+    if K == 1:
+        nu = numpy.ones((rows.shape[0], 1), cdt)
+        equation = 'K=1: batch normalization (Eq. 34-36 with nu = 1)'
+        fit = None
+    else:
+        gmm = fit_gmm(rows, K, kmeans_iters=1, em_iters=1, seed=seed)
+        nu = gmm.responsibilities(rows).astype(cdt)
+        equation = 'Eq. 34-36' + (' + Eq. 37 (affine on the statistics)'
+                                  if affine == 'statistics' else '') \
+            + (' + Eq. 40 (per-component ReLU)' if activation == 'relu' else '')
+        fit = dict(seed=seed, n_components=K, kmeans_iters=1, em_iters=1, min_weight=0.01,
+                   reg_covar=1e-6, kept_components=gmm.n_components)
+    nodes = []
+
+    def fn(xv, gv, bv):
+        node = MixtureNormalizationFunction(nu, eps, affine, activation)
+        nodes.append(node)
+        return node.apply((xv, gv, bv))[0]
+
+    out = _backprop(fn, x, gamma, beta, gy)
+    stats = nodes[0].statistics
+    optional = {'weights': stats.weights, 'means': stats.means, 'variances': stats.variances}
+    options = dict(eps=eps, affine=affine, activation=activation, n_components=nu.shape[1])
+    meta = _case(name, 'mn_train', equation,
+                 dict(x=x, gamma=gamma, beta=beta, nu=nu, gy=gy), out, options, optional,
+                 responsibilities_from=fit)
+    if K == 1:
+        meta['torch_equivalent'] = ('torch.nn.functional.batch_norm(x, None, None, gamma, beta, '
+                                    f'training=True, eps={eps})')
+    return meta
+
+
+def _queue_from_training(shape, dtype, seed, T, steps, K, eps, min_weight=0.01):
+    """A queue filled by training-mode forward passes of the MixtureNormalization link."""
+    rng = numpy.random.default_rng(seed)
+    link = MixtureNormalization(shape[1], n_components=K, queue_length=T, eps=eps, dtype=dtype,
+                                seed=seed, min_weight=min_weight)
+    centres = _centres(rng, shape[1])
+    with chainer.using_config('train', True):
+        for _ in range(steps):
+            link(_data(rng, shape, dtype, centres))
+    return (link.queue_weights, link.queue_means, link.queue_variances, link.queue_count,
+            rng, centres)
+
+
+def queue_case(name, shape, dtype, seed, form='consistent', affine='output', activation=None,
+              T=4, steps=4, K=3, eps=2e-5, decay=0.9, queue=None, min_weight=0.01):
+    dtype = numpy.dtype(dtype)
+    if queue is None:
+        qw, qm, qv, n_present, rng, centres = _queue_from_training(shape, dtype, seed, T, steps,
+                                                                   K, eps, min_weight)
+    else:
+        qw, qm, qv = (numpy.asarray(a, dtype) for a in queue)
+        n_present, rng, centres = qw.shape[0], numpy.random.default_rng(seed), None
+    x = _data(rng, shape, dtype, centres)
+    gamma, beta = _affine(rng, shape[1], dtype)
+    gy = rng.normal(size=shape).astype(dtype)
+
+    def fn(xv, gv, bv):
+        return queue_normalization(xv, gv, bv, qw, qm, qv, n_present, decay, eps, form, affine,
+                                   activation)
+
+    out = _backprop(fn, x, gamma, beta, gy)
+    rows = to_rows(x).astype(qw.dtype)
+    tau, lam, mu, var_eff = queue_mixture(qw, qm, qv, n_present, decay, eps)
+    with numpy.errstate(divide='ignore'):
+        weighted = masked_log_gaussian_prob(rows, mu, var_eff) + numpy.log(tau * lam)[None, :]
+    weighted -= weighted.max(axis=1, keepdims=True)
+    post = numpy.exp(weighted)
+    post /= post.sum(axis=1, keepdims=True)
+    options = dict(eps=eps, affine=affine, activation=activation, form=form, decay=decay,
+                   n_present=int(n_present), queue_length=int(qw.shape[0]),
+                   n_components=int(qw.shape[1]))
+    equation = ('Eq. 38-39, ' + ('consistent form: 1/sqrt(lambda)' if form == 'consistent'
+                                 else 'printed form: 1/sqrt(tau lambda)')
+                + (' + Eq. 37' if affine == 'statistics' else '')
+                + (' + Eq. 40' if activation == 'relu' else ''))
+    inputs = dict(x=x, gamma=gamma, beta=beta, queue_weights=qw, queue_means=qm,
+                  queue_variances=qv, gy=gy)
+    meta = _case(name, 'mn_test', equation, inputs, out, options, {'posterior': post})
+    if qw.shape == (1, 1):
+        meta['equation'] = 'K=1, T=1: batch normalization in test mode (fixed statistics)'
+        meta['torch_equivalent'] = ('torch.nn.functional.batch_norm(x, queue_means[0, 0], '
+                                    'queue_variances[0, 0], gamma, beta, training=False, '
+                                    f'eps={eps})')
+    return meta
+
+
+def em_case(name, seed, m=300, D=4, K=3, n_iters=3, reg_covar=1e-6):
+    """EM from a fixed initialization (the k-means initialization of a seeded fit)."""
+    rng = numpy.random.default_rng(seed)
+    X = to_rows(_data(rng, (m, D), numpy.float64))
+    init = fit_gmm(X, K, kmeans_iters=1, em_iters=0, seed=seed, min_weight=0)
+    params = (init.weights, init.means, init.variances)
+    X2 = X * X
+    hist = {'weights': [], 'means': [], 'variances': [], 'mean_log_likelihood': []}
+    for _ in range(n_iters):
+        log_resp, log_norm = e_step(X, *params, X2=X2)
+        params = m_step(X, X2, numpy.exp(log_resp), reg_covar)
+        for key, value in zip(hist, params + (log_norm.mean(),)):
+            hist[key].append(value)
+    outputs = {k: numpy.stack(v) for k, v in hist.items()}
+    inputs = dict(X=X, init_weights=init.weights, init_means=init.means,
+                  init_variances=init.variances)
+    options = dict(n_iters=n_iters, reg_covar=reg_covar, n_components=K,
+                   m_step='n_k = sum_i nu_ik + 10 * finfo(dtype).eps; lambda = n_k / sum n; '
+                          'mu = sum_i nu_ik x_i / n_k; '
+                          'sigma^2 = max(sum_i nu_ik x_i^2 / n_k - mu^2, 0) + reg_covar',
+                   e_step='nu_ik ∝ lambda_k N(x_i | mu_k, diag sigma_k^2) (no eps), '
+                          'mean_log_likelihood = mean_i log p(x_i) under the parameters '
+                          'before the M-step')
+    return _case(name, 'gmm_em', 'Eq. 26-27, 31 (E-step) and the M-step', inputs, outputs,
+                 options)
+
+
+def fit_case(name, seed, m=400, D=3, K=3, kmeans_iters=1, em_iters=1):
+    """A seeded fit on well-separated clusters (centres >= 8 apart, unit-scale spread), where
+    any k-means++ seeding finds the same clusters: so a foreign fit's score is comparable."""
+    rng = numpy.random.default_rng(seed)
+    centres = 8.0 * numpy.eye(3, D) + rng.normal(scale=0.5, size=(3, D))
+    X = to_rows(_data(rng, (m, D), numpy.float64,
+                      (centres, rng.uniform(0.5, 1.5, size=(3, D)))))
+    gmm = fit_gmm(X, K, kmeans_iters=kmeans_iters, em_iters=em_iters, seed=seed)
+    inputs = dict(X=X, weights=gmm.weights, means=gmm.means, variances=gmm.variances)
+    outputs = dict(responsibilities=gmm.responsibilities(X), log_likelihood=gmm.log_likelihood(X))
+    options = dict(seed=seed, n_components=K, kmeans_iters=kmeans_iters, em_iters=em_iters,
+                   min_weight=0.01, reg_covar=1e-6, sample_fraction=1.0,
+                   kept_components=gmm.n_components)
+    return _case(name, 'gmm_fit', 'fit: k-means++ (2 + int(log K) trials), k-means, EM, '
+                 'pruning (Sections 4.2, 5.3); outputs Eq. 31 and Eq. 26 of the fitted mixture',
+                 inputs, outputs, options, {'fit_score': numpy.float64(gmm.score(X))},
+                 optional_tolerance={'fit_score': 'loglik'})
+
+
+def build_cases():
+    """Every golden case, as manifest entries holding their arrays (see the module doc)."""
+    f64, f32, f16 = 'float64', 'float32', 'float16'
+    cases = [
+        train_case('mn_train_4d_f64', (4, 3, 5, 5), f64, 0),
+        train_case('mn_train_4d_f64_relu', (4, 3, 5, 5), f64, 1, activation='relu'),
+        train_case('mn_train_4d_f64_stats', (4, 3, 5, 5), f64, 2, affine='statistics'),
+        train_case('mn_train_4d_f64_stats_relu', (4, 3, 5, 5), f64, 3, affine='statistics',
+                   activation='relu'),
+        train_case('mn_train_2d_f64', (120, 6), f64, 4),
+        train_case('mn_train_2d_f64_relu', (120, 6), f64, 5, activation='relu'),
+        train_case('mn_train_4d_f32', (4, 3, 5, 5), f32, 6),
+        train_case('mn_train_2d_f32_relu', (120, 6), f32, 7, activation='relu'),
+        train_case('mn_train_4d_f16', (4, 3, 5, 5), f16, 8),
+        train_case('bn_train_4d_f64', (4, 3, 5, 5), f64, 9, K=1),
+        train_case('bn_train_2d_f32', (120, 6), f32, 10, K=1),
+        queue_case('mn_test_4d_f64_consistent', (4, 3, 5, 5), f64, 11),
+        queue_case('mn_test_4d_f64_printed', (4, 3, 5, 5), f64, 11, form='printed'),
+        queue_case('mn_test_2d_f64_partial_queue', (60, 6), f64, 12, T=5, steps=3),
+        queue_case('mn_test_4d_f64_relu', (4, 3, 5, 5), f64, 13, activation='relu'),
+        queue_case('mn_test_4d_f64_pruned', (4, 3, 5, 5), f64, 19, K=5, min_weight=0.15),
+        queue_case('mn_test_2d_f64_stats_printed', (60, 6), f64, 14, form='printed',
+                  affine='statistics'),
+        queue_case('mn_test_4d_f32_consistent', (4, 3, 5, 5), f32, 15),
+        queue_case('mn_test_2d_f32_printed_relu', (60, 6), f32, 16, form='printed',
+                  activation='relu'),
+        queue_case('bn_test_4d_f64', (4, 3, 5, 5), f64, 17,
+                  queue=([[1.0]], [[[0.5, 1.5, 2.0]]], [[[2.0, 0.5, 3.0]]])),
+        em_case('gmm_em_f64', 18),
+        fit_case('gmm_fit_seed0_f64', 0),
+        fit_case('gmm_fit_seed1_f64', 1),
+    ]
+    return cases
+
+
+# -- export -------------------------------------------------------------------------------
+
+def _describe(arrays):
+    return {k: {'shape': list(numpy.shape(v)), 'dtype': str(numpy.asarray(v).dtype)}
+            for k, v in arrays.items()}
+
+
+def export(directory):
+    """Write ``cases.npz`` and ``manifest.json`` into ``directory``; returns the manifest."""
+    os.makedirs(directory, exist_ok=True)
+    arrays = {}
+    entries = []
+    for case in build_cases():
+        entry = {k: v for k, v in case.items()
+                 if k not in ('inputs', 'outputs', 'optional_outputs')}
+        if 'x' in case['inputs']:
+            x = case['inputs']['x']
+            entry.update(shape=list(x.shape), dtype=str(x.dtype),
+                         layout='NCHW' if x.ndim == 4 else 'NC')
+        else:
+            X = case['inputs']['X']
+            entry.update(shape=list(X.shape), dtype=str(X.dtype), layout='rows (m, D)')
+        for role in ('inputs', 'outputs', 'optional_outputs'):
+            entry[role] = _describe(case[role])
+            for k, v in case[role].items():
+                arrays[f"{case['name']}/{k}"] = numpy.asarray(v)
+        entries.append(entry)
+    manifest = {
+        'format_version': FORMAT_VERSION,
+        'generator': 'mixnorm_chainer.crosscheck (Chainer implementation)',
+        'arrays_file': CASES_FILE,
+        'key_format': '<case name>/<array name>',
+        'layout': LAYOUT,
+        'gradients': ('gx, ggamma, gbeta are d<y, gy>/d(x, gamma, beta); nu (training) and the '
+                      'posterior rho and queue statistics (test mode) are constants'),
+        'compute_dtype': 'float16 inputs are computed in float32 and the results rounded to '
+                         'float16',
+        'test_mode': ('queue arrays are oldest entry first; only the newest n_present entries '
+                      'take part, with tau of Eq. 39 renormalized over them; a component with '
+                      'weight 0 (pruned, or an empty slot) takes no part; component densities '
+                      'use sigma^2 + eps; form consistent scales term tk by 1/sqrt(lambda_tk), '
+                      'printed by 1/sqrt(tau_t lambda_tk); output affine: each term is '
+                      'gamma * rho_tk/sqrt(s_tk) * xhat^tk + rho_tk * beta (Eq. 40: each term '
+                      'rectified)'),
+        'relative_error': 'max|other - expected| / max|expected| per output array',
+        'tolerances': TOLERANCES,
+        'cases': entries,
+    }
+    numpy.savez(os.path.join(directory, CASES_FILE), **arrays)
+    with open(os.path.join(directory, MANIFEST_FILE), 'w') as f:
+        json.dump(manifest, f, indent=1, sort_keys=False, default=_json_default)
+        f.write('\n')
+    return manifest
+
+
+def _json_default(v):
+    if isinstance(v, numpy.generic):
+        return v.item()
+    raise TypeError(f'cannot write {type(v)} to JSON')
+
+
+def load(directory):
+    """``(manifest, arrays)`` of an exported directory (arrays: ``{key: ndarray}``)."""
+    path = os.path.join(directory, MANIFEST_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f'{directory!r} has no {MANIFEST_FILE}: run `mixnorm-crosscheck export '
+                         f'{directory}` first')
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get('format_version') != FORMAT_VERSION:
+        raise ValueError(f'{path}: format_version {manifest.get("format_version")!r}, '
+                         f'expected {FORMAT_VERSION}')
+    with numpy.load(os.path.join(directory, manifest['arrays_file']), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return manifest, arrays
+
+
+def case_inputs(case, arrays):
+    """The input arrays of a manifest case, by their short names."""
+    return {k: arrays[f"{case['name']}/{k}"] for k in case['inputs']}
+
+
+# -- compare ------------------------------------------------------------------------------
+
+def errors(other, expected):
+    """``(max abs error, normwise relative error)``; inf if shapes or non-finite entries differ."""
+    other = numpy.asarray(other, dtype=numpy.float64)
+    expected = numpy.asarray(expected, dtype=numpy.float64)
+    if other.shape != expected.shape:
+        return numpy.inf, numpy.inf
+    fin = numpy.isfinite(expected)
+    if not numpy.array_equal(fin, numpy.isfinite(other)):
+        return numpy.inf, numpy.inf
+    if not fin.any():
+        return 0.0, 0.0
+    diff = numpy.abs(other[fin] - expected[fin])
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(numpy.abs(expected[fin]).max()) if diff.size else 0.0
+    return max_abs, (max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else numpy.inf))
+
+
+def compare(manifest, arrays, other, cases='*', allow_missing=False, tol_scale=1.0):
+    """Rows ``(case, output, dtype, max_abs, rel, tol, status)`` for every compared output.
+
+    ``other(case) -> {name: array} or None`` supplies the other implementation's outputs.
+    status is 'ok', 'FAIL', 'MISSING' (a failure unless ``allow_missing``) or 'skipped'
+    (an optional output that was not supplied).
+    """
+    rows = []
+    for case in manifest['cases']:
+        if not fnmatch.fnmatch(case['name'], cases):
+            continue
+        got = other(case) or {}
+        optional_tol = case.get('optional_tolerance', {})
+        for role in ('outputs', 'optional_outputs'):
+            for key, desc in case[role].items():
+                expected = arrays[f"{case['name']}/{key}"]
+                tol_name = optional_tol.get(key, desc['dtype'])
+                tol = TOLERANCES[tol_name] * tol_scale
+                if key not in got or got[key] is None:
+                    status = ('skipped' if role == 'optional_outputs'
+                              else 'missing' if allow_missing else 'MISSING')
+                    rows.append((case['name'], key, tol_name, None, None, tol, status))
+                    continue
+                max_abs, rel = errors(got[key], expected)
+                rows.append((case['name'], key, tol_name, max_abs, rel, tol,
+                             'ok' if rel <= tol else 'FAIL'))
+    return rows
+
+
+def format_table(rows, show_skipped=False):
+    """The per-output table; optional outputs the other side did not supply are left out
+    unless ``show_skipped``."""
+    rows = [r for r in rows if show_skipped or r[-1] != 'skipped']
+    head = ('case', 'output', 'tol. of', 'max abs err', 'max rel err', 'tolerance', 'status')
+    body = [(c, k, d, '-' if a is None else f'{a:.3e}', '-' if r is None else f'{r:.3e}',
+             f'{t:.0e}', s) for c, k, d, a, r, t, s in rows]
+    widths = [max(len(str(line[i])) for line in [head] + body) for i in range(len(head))]
+    lines = ['  '.join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip()
+             for line in [head] + body]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+
+def failed(rows):
+    return [r for r in rows if r[-1] in ('FAIL', 'MISSING')]
+
+
+def load_callable(spec):
+    """``'package.module:callable'`` -> the callable."""
+    module_name, sep, attr = spec.partition(':')
+    if not sep or not module_name or not attr:
+        raise ValueError(f'--impl must look like module:callable; got {spec!r}')
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f'--impl {spec!r}: cannot import {module_name!r}: {e}') from e
+    for part in attr.split('.'):
+        if not hasattr(obj, part):
+            raise ValueError(f'--impl {spec!r}: {module_name!r} has no attribute {attr!r}')
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f'--impl {spec!r} is not callable')
+    return obj
+
+
+def _from_npz(path, manifest):
+    with numpy.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
+    names = {c['name'] for c in manifest['cases']}
+    unknown = sorted({k.split('/')[0] for k in data} - names)
+    if unknown:
+        print(f'note: {path} has arrays for cases not in the manifest: {unknown}',
+              file=sys.stderr)
+
+    def other(case):
+        prefix = case['name'] + '/'
+        return {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+    return other
+
+
+def _from_impl(fn, arrays, save=None):
+    def other(case):
+        out = fn(case, case_inputs(case, arrays))
+        if out is not None and save is not None:
+            save.update({f"{case['name']}/{k}": numpy.asarray(v) for k, v in out.items()})
+        return out
+    return other
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='mixnorm-crosscheck',
+        description='Golden vectors of Mixture Normalization and a comparison against another '
+                    'implementation (e.g. PyTorch).')
+    sub = parser.add_subparsers(dest='command', required=True)
+    p_exp = sub.add_parser('export', help='write DIR/cases.npz and DIR/manifest.json')
+    p_exp.add_argument('directory')
+    p_cmp = sub.add_parser('compare', help="compare another implementation's outputs")
+    p_cmp.add_argument('directory', help='a directory written by export')
+    p_cmp.add_argument('other', nargs='?', help='.npz of outputs keyed "<case>/<output>"')
+    p_cmp.add_argument('--impl', help='module:callable, called as fn(case, inputs) -> outputs')
+    p_cmp.add_argument('--cases', default='*', help='only cases matching this glob')
+    p_cmp.add_argument('--allow-missing', action='store_true',
+                       help='cases/outputs the other side lacks are not failures')
+    p_cmp.add_argument('--tol-scale', type=float, default=1.0,
+                       help='multiply every tolerance by this factor')
+    p_cmp.add_argument('--save', help='with --impl: write its outputs to this .npz')
+    p_cmp.add_argument('--verbose', action='store_true',
+                       help='also list optional outputs the other side did not supply')
+    args = parser.parse_args(argv)
+
+    if args.command == 'export':
+        manifest = export(args.directory)
+        n = len(manifest['cases'])
+        print(f'wrote {n} cases to {os.path.join(args.directory, CASES_FILE)} and '
+              f'{os.path.join(args.directory, MANIFEST_FILE)}')
+        return 0
+
+    if (args.other is None) == (args.impl is None):
+        parser.error('compare needs exactly one of OTHER.npz or --impl module:callable')
+    if args.save and not args.impl:
+        parser.error('--save goes with --impl')
+    try:
+        manifest, arrays = load(args.directory)
+    except ValueError as e:
+        parser.error(str(e))
+    saved = {} if args.save else None
+    if args.impl:
+        try:
+            fn = load_callable(args.impl)
+        except ValueError as e:
+            parser.error(str(e))
+        other = _from_impl(fn, arrays, saved)
+    else:
+        if not os.path.exists(args.other):
+            parser.error(f'{args.other!r} does not exist')
+        other = _from_npz(args.other, manifest)
+    rows = compare(manifest, arrays, other, args.cases, args.allow_missing, args.tol_scale)
+    if not rows:
+        parser.error(f'no case matches --cases {args.cases!r}')
+    print(format_table(rows, args.verbose))
+    if saved is not None:
+        numpy.savez(args.save, **saved)
+        print(f'wrote the outputs of {args.impl} to {args.save}')
+    bad = failed(rows)
+    compared = [r for r in rows if r[-1] in ('ok', 'FAIL')]
+    n_cases = len({r[0] for r in compared})
+    not_supplied = sum(r[-1] in ('skipped', 'missing') for r in rows)
+    note = f'; {not_supplied} optional/allowed-missing outputs not supplied' \
+        if not_supplied else ''
+    if bad:
+        print(f'FAILED: {len(bad)} of {len(compared) + sum(r[-1] == "MISSING" for r in rows)} '
+              f'outputs ({len({r[0] for r in bad})} cases) beyond tolerance or missing{note}')
+        return 1
+    print(f'OK: {len(compared)} outputs of {n_cases} cases within tolerance '
+          f'(float64 {TOLERANCES["float64"]:.0e}, float32 {TOLERANCES["float32"]:.0e}, '
+          f'float16 {TOLERANCES["float16"]:.0e}, relative){note}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

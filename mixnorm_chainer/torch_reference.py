@@ -1,0 +1,362 @@
+"""An independent PyTorch implementation of Mixture Normalization, for cross-checks.
+
+Written from the paper's equations with plain torch operations, one component at a time, and
+nothing shared with the Chainer implementation (no row shifting, no fused products, no
+hand-written backward): gradients come from torch autograd.
+
+* :func:`mixture_normalization`: the training transform, Eq. 34-36 (+ Eq. 37 with
+  ``affine='statistics'``, + Eq. 40 with ``activation='relu'``); the responsibilities nu are a
+  constant (detached), as Section 3.2 prescribes. With K = 1 (nu = 1) this is batch
+  normalization (:func:`torch.nn.functional.batch_norm` in training mode).
+* :func:`queue_normalization`: test mode over a parameter queue, Eq. 38 with the decay
+  weights of Eq. 39, in the ``'consistent'`` (1/sqrt(lambda)) or ``'printed'``
+  (1/sqrt(tau lambda)) form; the posterior rho is a constant (detached), the queue's
+  statistics are constants.
+* :func:`em_step`, :func:`gmm_log_likelihood`, :func:`gmm_responsibilities`: the diagonal GMM's
+  EM iteration and densities (Eq. 26-27, 31).
+* :func:`crosscheck_impl`: the ``--impl`` callable of ``mixnorm-crosscheck compare``, e.g.
+  ``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.torch_reference:crosscheck_impl``.
+* :func:`build_cifar_cnn`: the paper's CIFAR CNN (Table 1) as a ``torch.nn.Module`` whose
+  ``load_state_dict`` takes :func:`mixnorm_chainer.weights.export_state_dict`'s names (MN layers
+  run in test mode only, Eq. 38, from their exported queue).
+
+torch is imported lazily; without it every function raises an ImportError saying how to install
+it (``pip install 'mixnorm-chainer[torch]'``). float16 inputs are computed in float32.
+"""
+import math
+
+import numpy
+
+
+def require_torch():
+    """Import torch, or raise an ImportError that says how to get it."""
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - exercised only without torch
+        raise ImportError(
+            'the PyTorch reference needs torch: pip install "mixnorm-chainer[torch]" '
+            '(or pip install torch)') from e
+    return torch
+
+
+def _compute_dtype(torch, dtype):
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
+def to_rows(x):
+    """(N, C, *S) -> (N*prod(S), C) in the order of ``x.permute(0, 2, 3, 1).reshape(-1, C)``."""
+    if x.dim() == 2:
+        return x
+    perm = (0,) + tuple(range(2, x.dim())) + (1,)
+    return x.permute(*perm).reshape(-1, x.shape[1])
+
+
+def from_rows(rows, shape):
+    """Inverse of :func:`to_rows`."""
+    if len(shape) == 2:
+        return rows
+    moved = rows.reshape((shape[0],) + tuple(shape[2:]) + (shape[1],))
+    perm = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
+    return moved.permute(*perm)
+
+
+def mixture_normalization(x, gamma, beta, nu, eps=2e-5, affine='output', activation=None):
+    """Eq. 34-36 (Eq. 37 / 40 as options) for torch tensors; differentiable in x, gamma, beta.
+
+    Args:
+        x: (N, C) or (N, C, H, W).
+        gamma, beta: (C,).
+        nu: responsibilities (m, K), rows in :func:`to_rows` order; detached.
+        eps: added to each component variance.
+        affine: ``'output'`` (``gamma * xhat + beta``) or ``'statistics'`` (Eq. 37 as printed:
+            ``xhat^k = (x - mu_k - beta) / sqrt(max(gamma sigma_k^2, 0) + eps)``, no output affine).
+        activation: None or ``'relu'`` (Eq. 40: ReLU on each component's term, then the sum).
+    """
+    torch = require_torch()
+    cdt = _compute_dtype(torch, x.dtype)
+    X = to_rows(x).to(cdt)
+    g, b = gamma.to(cdt), beta.to(cdt)
+    nu = torch.as_tensor(nu).detach().to(device=X.device, dtype=cdt)
+    out = torch.zeros_like(X)
+    for k in range(nu.shape[1]):
+        w = nu[:, k:k + 1]
+        n_k = w.sum()
+        if n_k <= 0:                                       # an empty component takes no part
+            continue
+        lam = n_k / X.shape[0]                             # lambda_k = mean_i nu_ik
+        nuhat = w / n_k                                    # Eq. 36
+        mu = (nuhat * X).sum(dim=0)                        # Eq. 35
+        var = (nuhat * (X - mu) ** 2).sum(dim=0)
+        if affine == 'statistics':                         # Eq. 37 as printed
+            xk = (X - mu - b) / torch.sqrt(torch.clamp(g * var, min=0) + eps)
+            z = xk / torch.sqrt(lam)
+        else:
+            xk = (X - mu) / torch.sqrt(var + eps)
+            z = g * xk / torch.sqrt(lam) + b
+        if activation == 'relu':                           # Eq. 40
+            z = torch.relu(z)
+        out = out + w * z                                  # Eq. 34
+    return from_rows(out, x.shape).to(x.dtype)
+
+
+def component_statistics(X, nu):
+    """Eq. 35-36 per component: ``(lambda (K,), mu (K, C), sigma^2 (K, C))`` of rows X under
+    nu; an empty component (sum_i nu_ik = 0) gets mu = sigma^2 = 0."""
+    torch = require_torch()
+    lam, means, variances = [], [], []
+    for k in range(nu.shape[1]):
+        w = nu[:, k:k + 1]
+        n_k = w.sum()
+        lam.append(n_k / X.shape[0])
+        if n_k <= 0:
+            means.append(torch.zeros_like(X[0]))
+            variances.append(torch.zeros_like(X[0]))
+            continue
+        mu = (w / n_k * X).sum(dim=0)
+        means.append(mu)
+        variances.append((w / n_k * (X - mu) ** 2).sum(dim=0))
+    return torch.stack(lam), torch.stack(means), torch.stack(variances)
+
+
+def decay_weights(n_present, queue_length, decay):
+    """Eq. 39, ``tau^t ∝ zeta^(T - t - 1)``, for the newest n_present of T entries (sum 1)."""
+    tau = [decay ** (queue_length - t - 1) for t in range(queue_length - n_present, queue_length)]
+    total = math.fsum(tau)
+    return [t / total for t in tau]
+
+
+def queue_posterior(X, weights, means, variances, n_present, decay, eps):
+    """rho_tk(x) of Eq. 38 (m, n_present*K), entries oldest first; densities use sigma^2 + eps."""
+    torch = require_torch()
+    T, K = weights.shape
+    log_terms = []
+    for t, tau in zip(range(T - n_present, T), decay_weights(n_present, T, decay)):
+        for k in range(K):
+            var = variances[t, k] + eps
+            log_n = -0.5 * (torch.log(2 * math.pi * var) + (X - means[t, k]) ** 2 / var).sum(dim=1)
+            log_terms.append(torch.log(tau * weights[t, k]) + log_n)
+    return torch.softmax(torch.stack(log_terms, dim=1), dim=1)
+
+
+def queue_normalization(x, gamma, beta, weights, means, variances, n_present, decay, eps=2e-5,
+                        form='consistent', affine='output', activation=None):
+    """Test-mode MN over a queue (Eq. 38-39); rho and the queue statistics are constants.
+
+    ``xhat = sum_tk rho_tk / sqrt(s_tk) * (x - mu_tk) / sqrt(sigma_tk^2 + eps)`` with
+    ``s_tk = lambda_tk`` (``form='consistent'``) or ``tau_t lambda_tk`` (``'printed'``); the
+    output affine is ``gamma * xhat + beta`` (each term ``gamma a_tk xhat^tk + rho_tk beta``,
+    rectified per term for Eq. 40). Queue arrays: (T, K), (T, K, C), (T, K, C), oldest first.
+    """
+    torch = require_torch()
+    cdt = _compute_dtype(torch, x.dtype)
+    X = to_rows(x).to(cdt)
+    g, b = gamma.to(cdt), beta.to(cdt)
+    weights, means, variances = (torch.as_tensor(a).detach().to(device=X.device, dtype=cdt)
+                                 for a in (weights, means, variances))
+    T, K = weights.shape
+    with torch.no_grad():
+        rho = queue_posterior(X, weights, means, variances, n_present, decay, eps)
+    out = torch.zeros_like(X)
+    j = 0
+    for t, tau in zip(range(T - n_present, T), decay_weights(n_present, T, decay)):
+        for k in range(K):
+            lam = weights[t, k]
+            r = rho[:, j:j + 1]
+            j += 1
+            if lam <= 0:
+                continue
+            s = lam if form == 'consistent' else tau * lam
+            if affine == 'statistics':
+                xk = (X - means[t, k] - b) / torch.sqrt(torch.clamp(g * variances[t, k], min=0)
+                                                        + eps)
+                term = r / torch.sqrt(s) * xk
+            else:
+                xk = (X - means[t, k]) / torch.sqrt(variances[t, k] + eps)
+                term = g * (r / torch.sqrt(s)) * xk + r * b
+            out = out + (torch.relu(term) if activation == 'relu' else term)
+    return from_rows(out, x.shape).to(x.dtype)
+
+
+def gmm_log_prob(X, weights, means, variances):
+    """``log lambda_k + log N(x_i | mu_k, diag sigma_k^2)`` (m, K), Eq. 26-27."""
+    torch = require_torch()
+    cols = []
+    for k in range(weights.shape[0]):
+        log_n = -0.5 * (torch.log(2 * math.pi * variances[k])
+                        + (X - means[k]) ** 2 / variances[k]).sum(dim=1)
+        cols.append(torch.log(weights[k]) + log_n)
+    return torch.stack(cols, dim=1)
+
+
+def gmm_log_likelihood(X, weights, means, variances):
+    """log p(x_i) per row (Eq. 26)."""
+    torch = require_torch()
+    return torch.logsumexp(gmm_log_prob(X, weights, means, variances), dim=1)
+
+
+def gmm_responsibilities(X, weights, means, variances):
+    """nu_k(x_i) (m, K), Eq. 31."""
+    torch = require_torch()
+    return torch.softmax(gmm_log_prob(X, weights, means, variances), dim=1)
+
+
+def em_step(X, weights, means, variances, reg_covar):
+    """One EM iteration: E-step (Eq. 31), then the M-step with scikit-learn's conventions.
+
+    Returns ``(weights, means, variances, mean log-likelihood before the step)``;
+    ``n_k = sum_i nu_ik + 10 * machine epsilon``, ``sigma^2 = E[x^2] - mu^2 (>= 0) + reg_covar``.
+    """
+    torch = require_torch()
+    log_prob = gmm_log_prob(X, weights, means, variances)
+    log_norm = torch.logsumexp(log_prob, dim=1)
+    resp = torch.exp(log_prob - log_norm[:, None])
+    nk = resp.sum(dim=0) + 10 * torch.finfo(X.dtype).eps
+    new_means = resp.T @ X / nk[:, None]
+    new_vars = torch.clamp(resp.T @ (X * X) / nk[:, None] - new_means ** 2, min=0) + reg_covar
+    return nk / nk.sum(), new_means, new_vars, log_norm.mean()
+
+
+# -- the --impl callable ---------------------------------------------------------------------
+
+def _grads(torch, y, gy, leaves):
+    y.backward(torch.as_tensor(gy))
+    return [leaf.grad for leaf in leaves]
+
+
+def _np(t):
+    return t.detach().cpu().numpy()
+
+
+def crosscheck_impl(case, inputs):
+    """``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.torch_reference:crosscheck_impl``.
+
+    Args:
+        case: the case's manifest entry (``kind``, ``options``, ...).
+        inputs: the case's input arrays (numpy).
+
+    Returns:
+        dict of output arrays (numpy) under the manifest's output names, with the optional
+        component statistics (training) and posterior (test mode); the seeded GMM fit's own
+        score (``fit_score``, optional output) is not computed.
+    """
+    torch = require_torch()
+    kind, opt = case['kind'], case['options']
+    if kind in ('mn_train', 'mn_test'):
+        x, gamma, beta = (torch.tensor(inputs[k], requires_grad=True)
+                          for k in ('x', 'gamma', 'beta'))
+        if kind == 'mn_train':
+            y = mixture_normalization(x, gamma, beta, torch.as_tensor(inputs['nu']),
+                                      opt['eps'], opt['affine'], opt['activation'])
+        else:
+            y = queue_normalization(x, gamma, beta, torch.as_tensor(inputs['queue_weights']),
+                                    torch.as_tensor(inputs['queue_means']),
+                                    torch.as_tensor(inputs['queue_variances']),
+                                    opt['n_present'], opt['decay'], opt['eps'], opt['form'],
+                                    opt['affine'], opt['activation'])
+        gx, ggamma, gbeta = _grads(torch, y, inputs['gy'], (x, gamma, beta))
+        out = {'y': _np(y), 'gx': _np(gx), 'ggamma': _np(ggamma), 'gbeta': _np(gbeta)}
+        X = to_rows(x.detach()).to(_compute_dtype(torch, x.dtype))
+        if kind == 'mn_train':
+            stats = component_statistics(X, torch.as_tensor(inputs['nu']).to(X.dtype))
+            out.update(zip(('weights', 'means', 'variances'), map(_np, stats)))
+        else:
+            queue = (torch.as_tensor(inputs[k]).to(X.dtype) for k in
+                     ('queue_weights', 'queue_means', 'queue_variances'))
+            out['posterior'] = _np(queue_posterior(X, *queue, opt['n_present'], opt['decay'],
+                                                   opt['eps']))
+        return out
+    if kind == 'gmm_em':
+        X = torch.as_tensor(inputs['X'])
+        params = [torch.as_tensor(inputs[k]) for k in ('init_weights', 'init_means',
+                                                       'init_variances')]
+        hist = {'weights': [], 'means': [], 'variances': [], 'mean_log_likelihood': []}
+        for _ in range(opt['n_iters']):
+            *params, ll = em_step(X, *params, opt['reg_covar'])
+            for name, value in zip(hist, params + [ll]):
+                hist[name].append(_np(value))
+        return {name: numpy.stack(values) for name, values in hist.items()}
+    if kind == 'gmm_fit':
+        X = torch.as_tensor(inputs['X'])
+        mix = [torch.as_tensor(inputs[k]) for k in ('weights', 'means', 'variances')]
+        return {'responsibilities': _np(gmm_responsibilities(X, *mix)),
+                'log_likelihood': _np(gmm_log_likelihood(X, *mix))}
+    raise ValueError(f'crosscheck_impl: unknown case kind {kind!r}')
+
+
+# -- the CIFAR CNN of Table 1 in torch, for checking exported weights -------------------------
+
+def build_cifar_cnn(state_dict, meta):
+    """A ``torch.nn.Module`` CIFAR CNN (Table 1) loaded from an exported state dict.
+
+    Args:
+        state_dict: ``{name: numpy array}`` as written by
+            :func:`mixnorm_chainer.weights.export_state_dict` (torch names and layouts).
+        meta: its metadata dict (``mn_layers``, the MN layers' options).
+
+    BN layers are ``torch.nn.BatchNorm2d(eps=2e-5, momentum=0.1)`` (Chainer's eps and
+    decay=0.9); MN layers hold their queue as buffers and normalize with Eq. 38 in eval mode
+    (training-mode MN needs the GMM fit and is not provided). The module takes the dtype of
+    ``conv1.weight``. Call ``.eval()`` before use.
+    """
+    torch = require_torch()
+    nn = torch.nn
+    F = torch.nn.functional
+
+    class QueueMixtureNorm(nn.Module):
+        def __init__(self, size, n_components, queue_length, options):
+            super().__init__()
+            self.options = options
+            self.weight = nn.Parameter(torch.ones(size, dtype=torch.float64))
+            self.bias = nn.Parameter(torch.zeros(size, dtype=torch.float64))
+            self.register_buffer('queue_weights', torch.zeros(queue_length, n_components))
+            self.register_buffer('queue_means', torch.zeros(queue_length, n_components, size))
+            self.register_buffer('queue_variances', torch.ones(queue_length, n_components, size))
+            self.register_buffer('queue_count', torch.tensor(0, dtype=torch.int64))
+
+        def forward(self, x):
+            if self.training:
+                raise NotImplementedError('the torch CIFAR CNN runs MN layers in eval mode only')
+            o = self.options
+            return queue_normalization(x, self.weight, self.bias, self.queue_weights,
+                                       self.queue_means, self.queue_variances,
+                                       int(self.queue_count), o['queue_decay'], o['eps'],
+                                       o['inference'], o['affine'], o['activation'])
+
+    layers = (('conv1', 64, 5, 2), ('conv2', 128, 5, 2), ('conv3', 128, 5, 2),
+              ('conv4', 256, 3, 1))
+
+    class CifarCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fused = {}
+            c_in = state_dict['conv1.weight'].shape[1]
+            for name, c_out, ksize, pad in layers:
+                setattr(self, name, nn.Conv2d(c_in, c_out, ksize, padding=pad, bias=False))
+                if name in meta['mn_layers']:
+                    o = meta['mn_options'][name + '_norm']
+                    norm = QueueMixtureNorm(c_out, o['n_components'], o['queue_length'], o)
+                    self.fused[name] = o['activation'] == 'relu'
+                else:
+                    norm = nn.BatchNorm2d(c_out, eps=2e-5, momentum=0.1)
+                    self.fused[name] = False
+                setattr(self, name + '_norm', norm)
+                c_in = c_out
+            n_classes = state_dict['linear.weight'].shape[0]
+            self.linear = nn.Linear(c_in, n_classes)
+
+        def forward(self, x):
+            h = x
+            for name, _, _, _ in layers:
+                h = getattr(self, name + '_norm')(getattr(self, name)(h))
+                if not self.fused[name]:
+                    h = F.relu(h)
+                if name != 'conv4':
+                    h = F.max_pool2d(h, 3, stride=2, ceil_mode=True)
+                else:
+                    h = h.mean(dim=(2, 3))
+            return self.linear(h)
+
+    tensors = {k: torch.as_tensor(numpy.asarray(v)) for k, v in state_dict.items()}
+    model = CifarCNN().to(tensors['conv1.weight'].dtype)
+    model.load_state_dict(tensors, strict=True)
+    return model

@@ -1,0 +1,477 @@
+"""Cross-checks: golden vectors (export/compare), the PyTorch reference, torch-style weights."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import chainer
+import chainer.functions as F
+import numpy
+import pytest
+
+from mixnorm_chainer import crosscheck, mixture_normalization, queue_normalization, weights
+from mixnorm_chainer.functions import to_rows
+from mixnorm_chainer.models import CifarCNN
+
+SHAPES = [(4, 3, 5, 6), (40, 5)]
+
+
+@pytest.fixture
+def torch():
+    if os.environ.get('MIXNORM_REQUIRE_TORCH'):       # CI: fail rather than skip without torch
+        import torch
+    else:
+        torch = pytest.importorskip('torch')
+    torch.set_num_threads(1)
+    return torch
+
+
+@pytest.fixture(scope='module')
+def golden(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp('golden'))
+    crosscheck.export(directory)
+    return directory
+
+
+def rel_err(a, b):
+    return crosscheck.errors(a, b)[1]
+
+
+def make_inputs(shape, K, seed=0, dtype=numpy.float64):
+    rng = numpy.random.default_rng(seed)
+    x = numpy.exp(0.7 * rng.normal(size=shape)) + 2.0        # skewed, off-centre channels
+    m = x.size // shape[1]
+    nu = rng.dirichlet(numpy.full(K, 0.5), size=m)
+    gamma = rng.uniform(0.5, 1.5, size=shape[1])
+    beta = rng.normal(size=shape[1])
+    gy = rng.normal(size=shape)
+    return [a.astype(dtype) for a in (x, gamma, beta, nu, gy)]
+
+
+def chainer_grads(fn, x, gamma, beta, gy):
+    v = [chainer.Variable(a.copy()) for a in (x, gamma, beta)]
+    y = fn(*v)
+    y.grad = gy.copy()
+    y.backward()
+    return [y.array] + [a.grad for a in v]
+
+
+def torch_grads(torch, fn, x, gamma, beta, gy):
+    v = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+    y = fn(*v)
+    y.backward(torch.as_tensor(gy))
+    return [y.detach().numpy()] + [a.grad.numpy() for a in v]
+
+
+def assert_all_close(got, expected, tol):
+    for name, a, b in zip(('y', 'gx', 'ggamma', 'gbeta'), got, expected):
+        assert a.shape == b.shape, name
+        assert rel_err(a, b) <= tol, (name, rel_err(a, b))
+
+
+# -- the torch reference against the Chainer transform (float64) --------------------------
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('affine', ['output', 'statistics'])
+@pytest.mark.parametrize('activation', [None, 'relu'])
+def test_torch_reference_matches_chainer_training_transform(torch, shape, affine, activation):
+    from mixnorm_chainer import torch_reference as tr
+    x, gamma, beta, nu, gy = make_inputs(shape, 3)
+    ours = chainer_grads(lambda *v: mixture_normalization(*v, nu, affine=affine,
+                                                          activation=activation),
+                         x, gamma, beta, gy)
+    ref = torch_grads(torch, lambda *v: tr.mixture_normalization(
+        *v, torch.as_tensor(nu), affine=affine, activation=activation), x, gamma, beta, gy)
+    assert_all_close(ours, ref, 1e-12)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+def test_torch_reference_k1_is_batch_normalization(torch, shape):
+    from mixnorm_chainer import torch_reference as tr
+    x, gamma, beta, _, gy = make_inputs(shape, 1, seed=3)
+    nu = numpy.ones((x.size // shape[1], 1))
+    ref = torch_grads(torch, lambda *v: tr.mixture_normalization(*v, torch.as_tensor(nu)),
+                      x, gamma, beta, gy)
+    chainer_bn = chainer_grads(lambda *v: F.batch_normalization(*v, eps=2e-5), x, gamma, beta,
+                               gy)
+    torch_bn = torch_grads(torch, lambda xv, g, b: torch.nn.functional.batch_norm(
+        xv, None, None, g, b, training=True, eps=2e-5), x, gamma, beta, gy)
+    assert_all_close(ref, chainer_bn, 1e-12)
+    assert_all_close(ref, torch_bn, 1e-12)
+
+
+def random_queue(rng, T, K, C, prune=True):
+    weights_ = rng.dirichlet(numpy.ones(K), size=T)
+    if prune:
+        weights_[1, -1] = 0                      # a pruned component (padded with weight 0)
+        weights_[1] /= weights_[1].sum()
+    means = rng.normal(loc=2.0, scale=1.5, size=(T, K, C))
+    variances = rng.uniform(0.3, 2.0, size=(T, K, C))
+    return weights_, means, variances
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('form', ['consistent', 'printed'])
+@pytest.mark.parametrize('affine,activation', [('output', None), ('output', 'relu'),
+                                               ('statistics', None)])
+@pytest.mark.parametrize('n_present', [4, 2])
+def test_torch_reference_matches_chainer_test_mode(torch, shape, form, affine, activation,
+                                                   n_present):
+    from mixnorm_chainer import torch_reference as tr
+    rng = numpy.random.default_rng(7)
+    x, gamma, beta, _, gy = make_inputs(shape, 1, seed=4)
+    queue = random_queue(rng, 4, 3, shape[1])
+    args = (n_present, 0.9, 2e-5, form, affine, activation)
+    ours = chainer_grads(lambda *v: queue_normalization(*v, *queue, *args), x, gamma, beta, gy)
+    ref = torch_grads(torch, lambda *v: tr.queue_normalization(
+        *v, *(torch.as_tensor(a) for a in queue), *args), x, gamma, beta, gy)
+    assert_all_close(ours, ref, 1e-12)
+
+
+def test_torch_reference_single_entry_queue_is_fixed_batch_normalization(torch):
+    from mixnorm_chainer import torch_reference as tr
+    x, gamma, beta, _, gy = make_inputs((4, 3, 5, 6), 1, seed=5)
+    mean, var = numpy.array([2.5, 3.0, 2.0]), numpy.array([0.5, 1.5, 2.5])
+    ref = torch_grads(torch, lambda *v: tr.queue_normalization(
+        *v, torch.ones(1, 1, dtype=torch.float64), torch.as_tensor(mean[None, None]),
+        torch.as_tensor(var[None, None]), 1, 0.9, 2e-5), x, gamma, beta, gy)
+    ours = chainer_grads(lambda xv, g, b: F.fixed_batch_normalization(xv, g, b, mean, var, 2e-5),
+                         x, gamma, beta, gy)
+    assert_all_close(ref, ours, 1e-12)
+
+
+# -- golden vectors: export and compare -----------------------------------------------------
+
+def test_export_writes_a_manifest_that_describes_every_array(golden):
+    manifest, arrays = crosscheck.load(golden)
+    cases = manifest['cases']
+    names = [c['name'] for c in cases]
+    assert len(names) == len(set(names))
+    expected_keys = set()
+    for case in cases:
+        for role in ('inputs', 'outputs', 'optional_outputs'):
+            for key, desc in case[role].items():
+                array = arrays[f"{case['name']}/{key}"]
+                assert list(array.shape) == desc['shape'] and str(array.dtype) == desc['dtype']
+                expected_keys.add(f"{case['name']}/{key}")
+        assert case['equation'] and case['options'] is not None
+    assert expected_keys == set(arrays)
+    kinds = {c['kind'] for c in cases}
+    assert kinds == {'mn_train', 'mn_test', 'gmm_em', 'gmm_fit'}
+    mn = [c for c in cases if c['kind'].startswith('mn_')]
+    assert {c['dtype'] for c in mn} == {'float64', 'float32', 'float16'}
+    assert {c['layout'] for c in mn} == {'NCHW', 'NC'}
+    assert {c['options']['form'] for c in mn if c['kind'] == 'mn_test'} == {'consistent',
+                                                                           'printed'}
+    assert {(c['options']['affine'], c['options']['activation']) for c in mn} >= {
+        ('output', None), ('output', 'relu'), ('statistics', None), ('statistics', 'relu')}
+    assert any(c['options']['n_present'] < c['options']['queue_length'] for c in mn
+               if c['kind'] == 'mn_test')
+    bn = [c for c in cases if c['name'].startswith('bn_')]
+    assert {c['kind'] for c in bn} == {'mn_train', 'mn_test'}
+    assert all('torch_equivalent' in c for c in bn)
+    for case in mn:
+        for out in ('y', 'gx', 'ggamma', 'gbeta'):
+            assert out in case['outputs']
+        assert numpy.isfinite(arrays[case['name'] + '/y']).all()
+
+
+def test_golden_values_are_the_chainer_transform(golden):
+    manifest, arrays = crosscheck.load(golden)
+    case = next(c for c in manifest['cases'] if c['name'] == 'mn_train_4d_f64_relu')
+    inp = crosscheck.case_inputs(case, arrays)
+    y = mixture_normalization(inp['x'], inp['gamma'], inp['beta'], inp['nu'], activation='relu')
+    numpy.testing.assert_array_equal(y.array, arrays['mn_train_4d_f64_relu/y'])
+    # The responsibilities are those of a fitted mixture: rows of nu sum to 1, K columns.
+    nu = inp['nu']
+    numpy.testing.assert_allclose(nu.sum(axis=1), 1, rtol=1e-12)
+    assert nu.shape == (to_rows(inp['x']).shape[0], case['options']['n_components'])
+
+
+def test_export_is_deterministic(golden, tmp_path):
+    crosscheck.export(str(tmp_path))
+    _, first = crosscheck.load(golden)
+    _, second = crosscheck.load(str(tmp_path))
+    assert set(first) == set(second)
+    for key in first:
+        numpy.testing.assert_array_equal(first[key], second[key], err_msg=key)
+
+
+def expected_outputs(golden):
+    manifest, arrays = crosscheck.load(golden)
+    out = {}
+    for case in manifest['cases']:
+        for role in ('outputs', 'optional_outputs'):
+            for key in case[role]:
+                k = f"{case['name']}/{key}"
+                out[k] = arrays[k]
+    return out
+
+
+def test_compare_own_outputs_passes_with_zero_error(golden, tmp_path, capsys):
+    path = str(tmp_path / 'ours.npz')
+    numpy.savez(path, **expected_outputs(golden))
+    assert crosscheck.main(['compare', golden, path]) == 0
+    out = capsys.readouterr().out
+    assert 'OK:' in out and 'FAIL' not in out
+    table = [line.split() for line in out.splitlines() if line.startswith(('mn_', 'bn_', 'gmm_'))]
+    assert table and all(float(row[3]) == 0 and float(row[4]) == 0 for row in table)
+
+
+def test_compare_perturbed_outputs_fails_with_a_per_case_table(golden, tmp_path, capsys):
+    outputs = expected_outputs(golden)
+    outputs['mn_train_4d_f32/gx'] = outputs['mn_train_4d_f32/gx'] * (1 + 1e-3)
+    outputs['mn_test_4d_f64_printed/y'] = outputs['mn_test_4d_f64_printed/y'] + 1e-8
+    del outputs['gmm_em_f64/means']
+    path = str(tmp_path / 'perturbed.npz')
+    numpy.savez(path, **outputs)
+    assert crosscheck.main(['compare', golden, path]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    status = {tuple(line.split()[:2]): line.split()[-1] for line in lines
+              if line.startswith(('mn_', 'bn_', 'gmm_'))}
+    assert status[('mn_train_4d_f32', 'gx')] == 'FAIL'
+    assert status[('mn_test_4d_f64_printed', 'y')] == 'FAIL'     # 1e-8 is far above float64 tol
+    assert status[('gmm_em_f64', 'means')] == 'MISSING'
+    assert status[('mn_train_4d_f32', 'y')] == 'ok'
+    assert lines[-1].startswith('FAILED: 3 of')
+    # Restricted to the untouched cases, and with missing outputs allowed, it passes.
+    assert crosscheck.main(['compare', golden, path, '--cases', 'bn_*']) == 0
+    assert crosscheck.main(['compare', golden, path, '--cases', 'gmm_em*',
+                            '--allow-missing']) == 0
+    assert crosscheck.main(['compare', golden, path, '--cases', 'mn_train_4d_f32',
+                            '--tol-scale', '20']) == 0
+
+
+def chainer_impl(case, inputs):
+    """A foreign-implementation stand-in for --impl (the Chainer functions themselves)."""
+    opt = case['options']
+    if case['kind'] != 'mn_train':
+        return None
+    y, gx, gg, gb = chainer_grads(
+        lambda *v: mixture_normalization(*v, inputs['nu'], opt['eps'], opt['affine'],
+                                         opt['activation']),
+        inputs['x'], inputs['gamma'], inputs['beta'], inputs['gy'])
+    return {'y': y, 'gx': gx, 'ggamma': gg, 'gbeta': gb}
+
+
+def test_compare_impl_callable(golden, tmp_path, capsys):
+    save = str(tmp_path / 'impl.npz')
+    args = ['compare', golden, '--impl', 'test_crosscheck:chainer_impl', '--cases', 'mn_train*',
+            '--save', save]
+    assert crosscheck.main(args) == 0
+    assert 'OK:' in capsys.readouterr().out
+    assert crosscheck.main(['compare', golden, save, '--cases', 'mn_train*']) == 0
+    # Cases the callable does not implement are missing: a failure unless allowed.
+    assert crosscheck.main(['compare', golden, '--impl', 'test_crosscheck:chainer_impl']) == 1
+    assert crosscheck.main(['compare', golden, '--impl', 'test_crosscheck:chainer_impl',
+                            '--allow-missing']) == 0
+
+
+def test_compare_impl_with_the_torch_reference_passes(torch, golden, capsys):
+    code = crosscheck.main(['compare', golden, '--impl',
+                            'mixnorm_chainer.torch_reference:crosscheck_impl'])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert 'MISSING' not in out and 'FAIL' not in out
+    # Every output of every case was compared, optional ones too, except the seeded fits' own
+    # scores (the torch reference has no k-means++ fit).
+    manifest, _ = crosscheck.load(golden)
+    n_fits = sum(c['kind'] == 'gmm_fit' for c in manifest['cases'])
+    n_all = sum(len(c['outputs']) + len(c['optional_outputs']) for c in manifest['cases'])
+    assert out.splitlines()[-1] == (
+        f'OK: {n_all - n_fits} outputs of {len(manifest["cases"])} cases within tolerance '
+        f'(float64 1e-10, float32 1e-04, float16 2e-03, relative); {n_fits} optional/'
+        'allowed-missing outputs not supplied')
+
+
+def sklearn_fit_impl(case, inputs):
+    """A foreign seeded GMM fit (scikit-learn, its own RNG) for the gmm_fit cases' fit_score."""
+    from sklearn.mixture import GaussianMixture
+    if case['kind'] != 'gmm_fit':
+        return None
+    o = case['options']
+    X = inputs['X']
+    gmm = GaussianMixture(o['n_components'], covariance_type='diag', init_params='k-means++',
+                          max_iter=o['kmeans_iters'] + o['em_iters'], reg_covar=o['reg_covar'],
+                          random_state=1234).fit(X)
+    return {'fit_score': gmm.score(X) * float(os.environ.get('SCORE_FACTOR', '1'))}
+
+
+def test_a_foreign_seeded_fit_is_compared_in_log_likelihood(golden, capsys, monkeypatch):
+    import warnings
+    args = ['compare', golden, '--impl', 'test_crosscheck:sklearn_fit_impl', '--cases',
+            'gmm_fit*', '--allow-missing']
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')          # sklearn: "did not converge" after 2 steps
+        assert crosscheck.main(args) == 0        # required outputs missing, but allowed
+        lines = capsys.readouterr().out.splitlines()
+        status = {tuple(line.split()[:2]): line.split()[-1] for line in lines
+                  if line.startswith('gmm_fit')}
+        assert status[('gmm_fit_seed0_f64', 'fit_score')] == 'ok'
+        assert status[('gmm_fit_seed1_f64', 'fit_score')] == 'ok'
+        monkeypatch.setenv('SCORE_FACTOR', '1.001')
+        assert crosscheck.main(args) == 1
+    lines = capsys.readouterr().out.splitlines()
+    status = {tuple(line.split()[:2]): line.split()[-1] for line in lines
+              if line.startswith('gmm_fit')}
+    assert status[('gmm_fit_seed0_f64', 'fit_score')] == 'FAIL'
+
+
+def test_compare_usage_errors(golden, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        crosscheck.main(['compare', golden])                       # neither npz nor --impl
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        crosscheck.main(['compare', str(tmp_path), 'x.npz'])      # not an export directory
+    assert e.value.code == 2
+    with pytest.raises(ValueError, match='module:callable'):
+        crosscheck.load_callable('no_colon')
+
+
+def test_errors_flag_shape_and_non_finite_mismatch():
+    a = numpy.array([1.0, 2.0, 4.0])
+    assert crosscheck.errors(a, a) == (0.0, 0.0)
+    assert crosscheck.errors(a[:2], a)[1] == numpy.inf
+    assert crosscheck.errors(numpy.array([1.0, numpy.nan, 4.0]), a)[1] == numpy.inf
+    max_abs, rel = crosscheck.errors(a + numpy.array([0, 0, 0.04]), a)
+    assert max_abs == pytest.approx(0.04) and rel == pytest.approx(0.01)
+
+
+def test_console_entry_runs_as_a_module(golden):
+    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.crosscheck', 'compare', golden,
+                           '--impl', 'mixnorm_chainer.crosscheck:_missing_impl'],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and 'has no attribute' in proc.stderr
+    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.crosscheck', '--help'],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and 'export' in proc.stdout and 'compare' in proc.stdout
+
+
+# -- weights: CifarCNN <-> torch-style state dict ------------------------------------------
+
+TORCH_NAMES = [
+    ('conv1.weight', (64, 3, 5, 5)), ('conv1_norm.weight', (64,)), ('conv1_norm.bias', (64,)),
+    ('conv1_norm.running_mean', (64,)), ('conv1_norm.running_var', (64,)),
+    ('conv1_norm.num_batches_tracked', ()),
+    ('conv2.weight', (128, 64, 5, 5)), ('conv2_norm.weight', (128,)),
+    ('conv2_norm.bias', (128,)), ('conv2_norm.running_mean', (128,)),
+    ('conv2_norm.running_var', (128,)), ('conv2_norm.num_batches_tracked', ()),
+    ('conv3.weight', (128, 128, 5, 5)), ('conv3_norm.weight', (128,)),
+    ('conv3_norm.bias', (128,)), ('conv3_norm.queue_weights', (10, 3)),
+    ('conv3_norm.queue_means', (10, 3, 128)), ('conv3_norm.queue_variances', (10, 3, 128)),
+    ('conv3_norm.queue_count', ()),
+    ('conv4.weight', (256, 128, 3, 3)), ('conv4_norm.weight', (256,)),
+    ('conv4_norm.bias', (256,)), ('conv4_norm.running_mean', (256,)),
+    ('conv4_norm.running_var', (256,)), ('conv4_norm.num_batches_tracked', ()),
+    ('linear.weight', (10, 256)), ('linear.bias', (10,)),
+]
+
+
+def trained_cnn(dtype=numpy.float32, steps=2, seed=0):
+    with chainer.using_config('dtype', dtype):
+        model = CifarCNN(mn_layers=('conv3',), seed=seed)
+    rng = numpy.random.default_rng(seed)
+    opt = chainer.optimizers.SGD(0.01)
+    opt.setup(model)
+    for _ in range(steps):
+        x = rng.normal(size=(8, 3, 16, 16)).astype(dtype)
+        loss = F.softmax_cross_entropy(model(x), rng.integers(0, 10, size=8))
+        model.cleargrads()
+        loss.backward()
+        opt.update()
+    return model
+
+
+@pytest.fixture(scope='module')
+def cnn_file(tmp_path_factory):
+    model = trained_cnn()
+    path = str(tmp_path_factory.mktemp('weights') / 'cifar_cnn.npz')
+    weights.save_npz(model, path)
+    return model, path
+
+
+def test_state_dict_names_and_layouts_follow_torch(cnn_file):
+    model, path = cnn_file
+    state, meta = weights.read_npz(path)
+    assert [(k, v.shape) for k, v in state.items()] == TORCH_NAMES
+    for key in state:
+        if key.endswith(('num_batches_tracked', 'queue_count')):
+            assert state[key].dtype == numpy.int64
+        else:
+            assert state[key].dtype == numpy.float32
+    # Chainer's N counts only finetune passes (0 after ordinary training); it maps 1:1.
+    assert int(state['conv1_norm.num_batches_tracked']) == model.conv1_norm.N == 0
+    assert int(state['conv3_norm.queue_count']) == 2
+    numpy.testing.assert_array_equal(state['conv1_norm.running_var'], model.conv1_norm.avg_var)
+    numpy.testing.assert_array_equal(state['conv2.weight'], model.conv2.W.array)
+    numpy.testing.assert_array_equal(state['conv3_norm.weight'], model.conv3_norm.gamma.array)
+    assert meta['mn_layers'] == ['conv3'] and meta['model'] == 'CifarCNN'
+    assert meta['mn_options']['conv3_norm']['activation'] == 'relu'
+    assert meta['bn_options']['conv1_norm'] == {'eps': 2e-5, 'decay': 0.9}
+    with numpy.load(path) as z:                      # the metadata is the one extra key
+        assert set(z.files) == set(state) | {weights.METADATA_KEY}
+
+
+def test_weight_round_trip_gives_identical_outputs(cnn_file):
+    model, path = cnn_file
+    fresh = CifarCNN(mn_layers=('conv3',), seed=123)
+    weights.load_npz(fresh, path)
+    state, _ = weights.export_state_dict(fresh)
+    saved, _ = weights.read_npz(path)
+    for key in saved:
+        numpy.testing.assert_array_equal(state[key], saved[key], err_msg=key)
+    x = numpy.random.default_rng(9).normal(size=(4, 3, 16, 16)).astype(numpy.float32)
+    with chainer.using_config('train', False):
+        numpy.testing.assert_array_equal(fresh(x).array, model(x).array)
+    # Training mode too: the MN layer's random generator travels in the metadata. (On a copy:
+    # a training pass changes the model's queue and BN averages.)
+    original = copy.deepcopy(model)
+    y_train = fresh(x).array
+    numpy.testing.assert_array_equal(y_train, original(x).array)
+    assert fresh.conv3_norm.queue_count == 3
+    numpy.testing.assert_array_equal(fresh.conv3_norm.queue_means, original.conv3_norm.queue_means)
+
+
+def test_import_mismatch_is_a_clear_error(cnn_file):
+    _, path = cnn_file
+    with pytest.raises(ValueError, match='missing keys.*queue_weights'):
+        weights.load_npz(CifarCNN(mn_layers=('conv2',)), path)
+    with pytest.raises(ValueError, match=r'linear.weight: expected float \(100, 256\)'):
+        weights.load_npz(CifarCNN(n_classes=100, mn_layers=('conv3',)), path)
+    state, _ = weights.read_npz(path)
+    state['conv1_norm.num_batches_tracked'] = numpy.float32(2)
+    with pytest.raises(ValueError, match='integer scalar'):
+        weights.import_state_dict(CifarCNN(mn_layers=('conv3',)), state)
+    with pytest.raises(ValueError, match=r'queue_weights: expected float \(5, 3\)'):
+        weights.load_npz(CifarCNN(mn_layers=('conv3',), queue_length=5), path)
+
+
+def test_unsupported_link_is_a_clear_error():
+    import chainer.links as L
+    chain = chainer.Sequential(L.Linear(3, 4), L.LayerNormalization(4))
+    with pytest.raises(ValueError, match='LayerNormalization'):
+        weights.export_state_dict(chain)
+
+
+def test_torch_cifar_cnn_from_exported_weights_matches_test_mode(torch, tmp_path):
+    from mixnorm_chainer import torch_reference as tr
+    model = trained_cnn(numpy.float64, steps=2, seed=1)
+    path = str(tmp_path / 'w64.npz')
+    weights.save_npz(model, path)
+    state, meta = weights.read_npz(path)
+    torch_model = tr.build_cifar_cnn(state, meta).eval()       # load_state_dict(strict=True)
+    assert dict(torch_model.state_dict()).keys() == state.keys()
+    x = numpy.random.default_rng(2).normal(size=(4, 3, 16, 16))
+    with chainer.using_config('train', False):
+        ours = model(x).array
+    with torch.no_grad():
+        theirs = torch_model(torch.as_tensor(x)).numpy()
+    assert rel_err(theirs, ours) < 1e-12
+
+
+def test_manifest_json_is_plain(golden):
+    with open(os.path.join(golden, crosscheck.MANIFEST_FILE)) as f:
+        manifest = json.load(f)
+    assert manifest['tolerances'] == crosscheck.TOLERANCES
+    assert manifest['key_format'] == '<case name>/<array name>'

@@ -1,0 +1,122 @@
+"""ChainerMN: the synchronized MN layer on 2 and 3 MPI ranks equals one process on the
+concatenated batch (tests/mpi/check_multi_node.py), and a 2-rank `mixnorm-exp run`.
+
+These need an MPI runtime (``mpiexec``) and mpi4py. They are skipped without them, except
+when ``MIXNORM_REQUIRE_MPI=1`` (set by CI, which installs openmpi), where a missing MPI fails.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+from mixnorm_chainer import multi_node
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def _mpi_available():
+    if shutil.which('mpiexec') is None:
+        return 'no mpiexec on PATH (Debian: apt-get install openmpi-bin libopenmpi-dev)'
+    probe = subprocess.run([sys.executable, '-c', 'from mpi4py import MPI'],
+                           capture_output=True, text=True)
+    if probe.returncode:
+        return 'mpi4py does not import: ' + probe.stderr.strip().splitlines()[-1]
+    return None
+
+
+MISSING = _mpi_available()
+if MISSING and os.environ.get('MIXNORM_REQUIRE_MPI') == '1':
+    raise RuntimeError('MIXNORM_REQUIRE_MPI=1 but ' + MISSING)
+needs_mpi = pytest.mark.skipif(MISSING is not None, reason=MISSING or '')
+
+
+def mpiexec(n, *args, timeout=300):
+    cmd = ['mpiexec', '--oversubscribe', '-n', str(n)]
+    if os.geteuid() == 0:
+        cmd.insert(1, '--allow-run-as-root')
+    env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe='1', PYTHONUNBUFFERED='1')
+    return subprocess.run(cmd + [sys.executable] + list(args), capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.mark.slow
+@needs_mpi
+@pytest.mark.parametrize('ranks', [2, 3])
+def test_synchronized_layer_equals_single_process(tmp_path, ranks):
+    report_path = tmp_path / 'report.json'
+    proc = mpiexec(ranks, os.path.join(HERE, 'mpi', 'check_multi_node.py'), str(report_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report['size'] == ranks
+    assert report['failures'] == []
+    assert len(report['cases']) == 6
+    for name, case in report['cases'].items():
+        assert case['max_error'] <= 1e-9, name
+        assert len(case['rows_per_rank']) == ranks and min(case['rows_per_rank']) >= 1
+        # The check can fail: each rank fitting its own rows gives a clearly different output.
+        assert case['unsynchronized_y_error'] > 0.1, name
+        assert case['communication']['collectives'] > 0
+    # bad input on the last rank raised the same error on every rank, naming that rank
+    for message in report['bad_input'].values():
+        assert f'rank {ranks - 1}:' in message
+    assert all(report['conversion'].values())
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_two_rank_training_run_and_resume(tmp_path):
+    """`mixnorm-exp run --communicator naive` on 2 ranks: trains, logs on rank 0, resumes."""
+    out = tmp_path / 'run'
+    args = ['-m', 'mixnorm_chainer.runner', 'run', 'cnn-c10-MN-2', '--dataset', 'digits',
+            '--input-size', '8', '--train-limit', '256', '--test-limit', '64',
+            '--batch-size', '64', '--epochs', '1', '--communicator', 'naive', '--no-progress',
+            '--out', str(out)]
+    proc = mpiexec(2, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = json.loads((out / 'log.json').read_text())
+    assert [e['epoch'] for e in log] == [1]
+    # 256 images scattered over 2 ranks, batch 32 per rank: 4 iterations per epoch
+    assert log[0]['iteration'] == 4
+    setting = json.loads((out / 'setting.json').read_text())
+    assert setting['communicator'] == {'name': 'naive', 'size': 2, 'sync_norm': True}
+    assert sorted(p.name for p in out.glob('snapshot_*')) == [
+        'snapshot_epoch_1_rank0', 'snapshot_epoch_1_rank1']
+
+    proc = mpiexec(2, *(args[:args.index('--epochs') + 1] + ['2'] +
+                        args[args.index('--epochs') + 2:] + ['--resume']))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = json.loads((out / 'log.json').read_text())
+    assert [e['epoch'] for e in log] == [1, 2]
+    assert [e['iteration'] for e in log] == [4, 8]
+
+
+class _FakeComm:
+    def __init__(self, rank, size, intra_rank=0):
+        self.rank, self.size, self.intra_rank = rank, size, intra_rank
+
+
+def test_helpers_without_mpi():
+    assert multi_node.per_rank_batch(256, None) == 256
+    assert multi_node.per_rank_batch(256, _FakeComm(0, 4)) == 64
+    with pytest.raises(ValueError, match='not divisible by the 3 ranks'):
+        multi_node.per_rank_batch(256, _FakeComm(0, 3))
+    assert multi_node.rank_device('@cupy:0', _FakeComm(5, 8, intra_rank=1)) == '@cupy:1'
+    assert multi_node.rank_device('@numpy', _FakeComm(5, 8, intra_rank=1)) == '@numpy'
+    assert multi_node.rank_device('@cupy:0', None) == '@cupy:0'
+    with pytest.raises(ValueError, match='unknown communicator'):
+        multi_node.create_communicator('carrier-pigeon')
+
+
+def test_allreduce_row_bookkeeping():
+    """Global row ownership and the Section 5.1 subset split, on a 3-rank layout."""
+    reduction = multi_node.AllReduce(_FakeComm(1, 3), [4, 0, 6])
+    assert reduction.total(0) == 10 and reduction.offset == 4
+    assert [reduction._owner(i) for i in (0, 3, 4, 9)] == [(0, 0), (0, 3), (2, 0), (2, 5)]
+    part, sub = reduction.subset(numpy.zeros((0, 1)), numpy.array([1, 3, 5, 8]))
+    assert part.shape == (0, 1)
+    assert sub.counts.tolist() == [2, 0, 2] and sub.total(0) == 4
