@@ -1,14 +1,17 @@
 """ChainerMN: the synchronized MN layer on 2 and 3 MPI ranks equals one process on the
 concatenated batch (tests/mpi/check_multi_node.py), and a 2-rank `mixnorm-exp run`.
 
-These need an MPI runtime (``mpiexec``) and mpi4py. They are skipped without them, except
-when ``MIXNORM_REQUIRE_MPI=1`` (set by CI, which installs openmpi), where a missing MPI fails.
+The mpiexec tests need an MPI runtime and mpi4py. They are skipped without them, except when
+``MIXNORM_REQUIRE_MPI=1`` (set by CI, which installs openmpi), where a missing MPI fails. The
+same layer checks also run without MPI, with the ranks as threads of this process exchanging
+through a barrier (``ThreadComm``).
 """
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy
 import pytest
@@ -120,3 +123,83 @@ def test_allreduce_row_bookkeeping():
     part, sub = reduction.subset(numpy.zeros((0, 1)), numpy.array([1, 3, 5, 8]))
     assert part.shape == (0, 1)
     assert sub.counts.tolist() == [2, 0, 2] and sub.total(0) == 4
+
+
+# -- the same checks without MPI: ranks as threads exchanging through a barrier -------------
+
+class ThreadComm:
+    """A stand-in ChainerMN communicator for ranks running as threads of one process (the
+    collectives the synchronized layer uses: allreduce, allgather, bcast), for CI machines
+    without MPI. Sums run in rank order, as the MPI tests check at 1e-9 anyway."""
+
+    def __init__(self, rank, shared):
+        self.rank, self.size, self.intra_rank = rank, shared['size'], rank
+        self.shared = shared
+        self.mpi_comm = self
+
+    def _exchange(self, value):
+        self.shared['slots'][self.rank] = value
+        self.shared['barrier'].wait()
+        values = list(self.shared['slots'])
+        self.shared['barrier'].wait()
+        return values
+
+    def allreduce(self, x):
+        return sum(numpy.asarray(v) for v in self._exchange(numpy.array(x, copy=True)))
+
+    def allgather(self, obj):
+        return self._exchange(obj)
+
+    def bcast(self, obj, root=0):
+        return self._exchange(obj)[root]
+
+
+def run_threads(size, fn):
+    shared = {'size': size, 'slots': [None] * size,
+              'barrier': threading.Barrier(size, timeout=120)}
+    results, errors = [None] * size, []
+
+    def target(rank):
+        try:
+            results[rank] = fn(ThreadComm(rank, shared))
+        except Exception as e:                       # reported by the test
+            errors.append((rank, e))
+            shared['barrier'].abort()
+
+    threads = [threading.Thread(target=target, args=(r,)) for r in range(size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def _check_module():
+    sys.path.insert(0, os.path.join(HERE, 'mpi'))
+    try:
+        import check_multi_node
+    finally:
+        sys.path.pop(0)
+    return check_multi_node
+
+
+@pytest.mark.parametrize('ranks', [2, 3])
+def test_synchronized_layer_equals_single_process_threads(ranks):
+    check = _check_module()
+    for i, case in enumerate(check.CASES):
+        results, errors = run_threads(
+            ranks, lambda comm, case=case, seed=10 + i: check.run_case(comm, case, seed))
+        assert not errors, errors
+        for errs, unsynced, comms, sizes in results:
+            assert max(errs.values()) <= 1e-9, (case['name'], errs)
+            assert max(unsynced.values()) > 0.1
+            assert comms['collectives'] > 0 and len(sizes) == ranks
+
+
+def test_bad_input_on_one_rank_fails_every_rank_threads():
+    check = _check_module()
+    results, errors = run_threads(2, check.check_bad_input)
+    assert not errors, errors
+    for per_rank in results:
+        assert set(per_rank) == {'nan', 'channels'}
+        assert all('rank 1:' in message for message in per_rank.values())

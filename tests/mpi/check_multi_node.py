@@ -15,7 +15,6 @@ import sys
 import traceback
 
 import chainer
-import chainermn
 import numpy
 
 from mixnorm_chainer import MixtureNormalization
@@ -141,6 +140,7 @@ def check_model_conversion(comm):
 
 
 def main():
+    import chainermn
     comm = chainermn.create_communicator('naive')
     report = {'size': comm.size, 'cases': {}, 'failures': []}
     tol = 1e-9
