@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7: BN vs GBN (mad, cvar alpha=0.75, cvar alpha=0.25) vs MN at conv3 of the CIFAR CNN,
+# BN vs GBN (mad, cvar alpha=0.75, cvar alpha=0.25) vs MN at conv3 of the CIFAR CNN,
 # Table 2's regime 2 (RMSprop alpha=0.9, lr 0.01 x0.93 every 2 epochs, wd 2e-5), scaled to the
 # offline digits (16x16, 1438 train / 359 test) at make demo's scale: batch 64, 15 epochs
 # (338 steps), seed 0, one run after the other. ~3 minutes per run on 2 CPU cores.

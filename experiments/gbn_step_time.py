@@ -1,4 +1,4 @@
-"""Issue 7: time per training step and per normalization layer, BN vs GBN (vs MN), measured
+"""GBN: time per training step and per normalization layer, BN vs GBN (vs MN), measured
 alternately in one process (the machine's load then affects every contender alike).
 
 Usage: python experiments/gbn_step_time.py [--size 16] [--batch 64] [--repeats 7]

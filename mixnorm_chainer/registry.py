@@ -56,7 +56,7 @@ class Setting:
     baseline: str = None
     paper: dict = dataclasses.field(default_factory=dict)
     notes: str = ''
-    #: Generalized batch normalization (issue 7): layers, deviation ('std'/'mad'/'cvar'), alpha.
+    #: Generalized batch normalization (gbn.py): layers, deviation ('std'/'mad'/'cvar'), alpha.
     gbn_layers: tuple = ()
     gbn_deviation: str = None
     gbn_alpha: float = None
@@ -203,7 +203,7 @@ def _densenet():
 
 
 def _gbn():
-    """Generalized batch normalization (Yuan et al., AAAI 2019; issue 7), not in the MN paper:
+    """Generalized batch normalization (Yuan et al., AAAI 2019), not in the MN paper:
     the CIFAR CNN in Table 2's regime 2 (as BN-2 / MN-2) with GBN at MN-2's layer (conv3).
     Labels: GBN-mad-2 (median / mean absolute deviation), GBN-cvar-2 (0.75-quantile /
     superquantile deviation, upper 25% tail), GBN-cvar25-2 (alpha = 0.25, upper 75% tail).

@@ -43,7 +43,7 @@ def build_model(setting, n_classes, seed=None, mn_layers=None):
     layers = setting.mn_layers if mn_layers is None else mn_layers
     kw = dict(n_classes=n_classes, mn_layers=layers, n_components=setting.n_components,
               em_iters=setting.em_iters, seed=seed)
-    if setting.gbn_layers:                # generalized batch normalization (issue 7)
+    if setting.gbn_layers:                # generalized batch normalization (gbn.py)
         if setting.model != 'cifar_cnn':
             raise ValueError('gbn_layers is supported for the cifar_cnn model only; got '
                              '{!r}'.format(setting.model))

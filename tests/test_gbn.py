@@ -1,4 +1,4 @@
-"""Generalized batch normalization (issue 7): std/mean = BN exactly, MAD/median and
+"""Generalized batch normalization: std/mean = BN exactly, MAD/median and
 CVaR/quantile against direct numpy computations from the quadrangle formulas, float64
 gradient checks, running estimates / test mode, serialization, bad input, models, runner."""
 import json

@@ -26,7 +26,7 @@ class CifarCNN(chainer.Chain):
         n_components, em_iters: K and "EM iter." of every MN layer.
         in_channels: image channels.
         gbn_layers: subset of the layer names that get generalized batch normalization
-            (GBN, issue 7) instead of BN; disjoint from ``mn_layers``.
+            (GBN, :mod:`mixnorm_chainer.gbn`) instead of BN; disjoint from ``mn_layers``.
         gbn_options: :class:`~mixnorm_chainer.gbn.GeneralizedBatchNormalization` options,
             e.g. ``dict(deviation='cvar', alpha=0.75)``.
         **mn_options: other :class:`~mixnorm_chainer.MixtureNormalization` options

@@ -30,7 +30,7 @@ class NormFactory:
         fused_relu: when an MN layer is followed by ReLU, apply Eq. 40 (ReLU per component,
             the paper's prescription) inside the layer; the model then skips its own ReLU.
         gbn_layers: names that get generalized batch normalization
-            (:class:`~mixnorm_chainer.gbn.GeneralizedBatchNormalization`, issue 7).
+            (:class:`~mixnorm_chainer.gbn.GeneralizedBatchNormalization`).
         gbn_options: its options, e.g. ``dict(deviation='cvar', alpha=0.75)``.
         **mn_options: any other :class:`MixtureNormalization` option.
     """
