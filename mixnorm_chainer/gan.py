@@ -29,7 +29,7 @@ import numpy
 from chainer import training
 from chainer.training import extension, extensions
 
-from mixnorm_chainer import plotting
+from mixnorm_chainer import plotting, runner
 from mixnorm_chainer.datasets import get_cifar, get_digits
 from mixnorm_chainer.models.dcgan import (
     Discriminator,
@@ -37,6 +37,7 @@ from mixnorm_chainer.models.dcgan import (
     discriminator_loss,
     generator_loss,
 )
+from mixnorm_chainer.runner import format_value as _fmt
 
 FID_KEY = 'fid'
 #: Section 4.5: "FID ... evaluated every 10K updates"
@@ -250,9 +251,7 @@ def run(args, setting, extra_extensions=()):
                          'FID lands in a log entry'.format(fid_interval, log_interval))
     if args.fid_samples < 2:
         raise ValueError('--fid-samples must be >= 2 (a covariance needs two samples)')
-    out = args.out or os.path.join('results', setting.name if dataset == setting.dataset
-                                   else '{}@{}'.format(setting.name, dataset))
-    os.makedirs(out, exist_ok=True)
+    out = runner.output_dir(args.out, setting, dataset)
     device = chainer.get_device(args.device)
     device.use()
 
@@ -306,8 +305,7 @@ def run(args, setting, extra_extensions=()):
                       'n_real': len(real), 'real_statistics_seconds': real_time},
               'log_interval': log_interval, 'snapshot_interval': snapshot_interval,
               'seed': args.seed, 'device': str(device), 'argv': sys.argv,
-              'versions': {'chainer': chainer.__version__, 'numpy': numpy.__version__,
-                           'python': sys.version.split()[0]}}
+              'versions': runner.software_versions()}
     with open(os.path.join(out, 'setting.json'), 'w') as f:
         json.dump(record, f, indent=1)
     print('{}: DCGAN ({}) on {}, {} updates, batch {}, width {}, FID ({}{}) every {} updates '
@@ -406,6 +404,3 @@ def summarize(directories, out=None):
                     file=out)
     return runs
 
-
-def _fmt(v, spec='{:.2f}'):
-    return '-' if v is None else spec.format(v)

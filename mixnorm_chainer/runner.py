@@ -111,9 +111,7 @@ def run(args, extra_extensions=()):
     dataset = args.dataset or setting.dataset
     epochs = run_epochs(setting, args.epochs, args.scale)
     batch_size = args.batch_size or setting.batch_size
-    out = args.out or os.path.join('results', setting.name if dataset == setting.dataset
-                                   else '{}@{}'.format(setting.name, dataset))
-    os.makedirs(out, exist_ok=True)
+    out = output_dir(args.out, setting, dataset)
     # ChainerMN (under mpiexec): one rank per process; batch_size is the global mini-batch.
     comm = multi_node.create_communicator(communicator) if communicator else None
     rank0 = comm is None or comm.rank == 0
@@ -189,7 +187,7 @@ def run(args, extra_extensions=()):
     record = {'setting': setting.to_dict(), 'dataset': dataset, 'epochs': epochs,
               'batch_size': batch_size, 'iterations_per_epoch': iters_per_epoch,
               'n_train': len(train) * ranks, 'n_test': len(test) * ranks, 'seed': args.seed,
-              'device': str(device), 'argv': sys.argv, 'versions': _versions()}
+              'device': str(device), 'argv': sys.argv, 'versions': software_versions()}
     if comm is not None:
         record['communicator'] = {'name': communicator, 'size': comm.size,
                                   'sync_norm': bool(args.sync_norm)}
@@ -217,7 +215,16 @@ def _run_trainer(trainer, comm):
     return trainer.out
 
 
-def _versions():
+def output_dir(out, setting, dataset):
+    """``out``, or ``results/NAME`` (``results/NAME@DATASET`` for another dataset); created."""
+    out = out or os.path.join('results', setting.name if dataset == setting.dataset
+                              else '{}@{}'.format(setting.name, dataset))
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def software_versions():
+    """The versions a run's ``setting.json`` records."""
     return {'chainer': chainer.__version__, 'numpy': numpy.__version__,
             'python': sys.version.split()[0]}
 
@@ -249,8 +256,12 @@ def steps_to_reach(log, target):
     return None
 
 
-def _fmt(v, spec='{:.2f}'):
+def format_value(v, spec='{:.2f}'):
+    """``spec.format(v)``, or '-' for a missing value (the summary tables)."""
     return '-' if v is None else spec.format(v)
+
+
+_fmt = format_value
 
 
 def summarize(directories, out=None):
