@@ -61,7 +61,7 @@ import numpy
 from chainer.backend import get_array_module
 
 from mixnorm_chainer.functions import check_input, compute_dtype
-from mixnorm_chainer.links import add_scale_shift
+from mixnorm_chainer.links import add_scale_shift, scale_shift
 
 DEVIATIONS = ('std', 'mad', 'cvar')
 
@@ -309,16 +309,10 @@ class GeneralizedBatchNormalization(chainer.Link):
         super().serialize(serializer)
         self.n_updates = int(self.n_updates)
 
-    def _scale_shift(self):
-        xp = self.xp
-        gamma = self.gamma if hasattr(self, 'gamma') else xp.ones(self.size, self._dtype)
-        beta = self.beta if hasattr(self, 'beta') else xp.zeros(self.size, self._dtype)
-        return gamma, beta
-
     def forward(self, x):
         xa = _array(x)
         check_input(xa, self.size)
-        gamma, beta = self._scale_shift()
+        gamma, beta = scale_shift(self)
         if not chainer.config.train:
             if self.n_updates == 0:
                 raise ValueError(

@@ -43,6 +43,15 @@ def add_scale_shift(link, dtype, use_gamma=True, use_beta=True, initial_gamma=No
                 setattr(link, name, chainer.Parameter(init, (link.size,)))
 
 
+def scale_shift(link):
+    """The link's ``(gamma, beta)``: its parameters, or constant 1 / 0 arrays where it was
+    built with ``use_gamma=False`` / ``use_beta=False``."""
+    xp = link.xp
+    gamma = link.gamma if hasattr(link, 'gamma') else xp.ones(link.size, link._dtype)
+    beta = link.beta if hasattr(link, 'beta') else xp.zeros(link.size, link._dtype)
+    return gamma, beta
+
+
 class MixtureNormalization(chainer.Link):
     """Mixture Normalization layer (Kalayeh & Shah, Section 3.2).
 
@@ -170,18 +179,12 @@ class MixtureNormalization(chainer.Link):
         """Components the last training fit kept after pruning (None before training)."""
         return None if self.last_fit is None else self.last_fit.n_components
 
-    def _scale_shift(self):
-        xp = self.xp
-        gamma = self.gamma if hasattr(self, 'gamma') else xp.ones(self.size, self._dtype)
-        beta = self.beta if hasattr(self, 'beta') else xp.zeros(self.size, self._dtype)
-        return gamma, beta
-
     # -- forward -------------------------------------------------------------------------
     def forward(self, x):
         """Normalize x of shape (N, C) or (N, C, H, W) (any (N, C, ...))."""
         xa = x.array if isinstance(x, chainer.Variable) else x
         check_input(xa, self.size)
-        gamma, beta = self._scale_shift()
+        gamma, beta = scale_shift(self)
         if chainer.config.train:
             return self._forward_train(x, xa, gamma, beta)
         if self.queue_count == 0:

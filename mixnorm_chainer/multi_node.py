@@ -39,7 +39,7 @@ from chainer.backend import get_array_module
 from chainer.backends import cuda
 
 from mixnorm_chainer.functions import check_input, compute_dtype, to_rows
-from mixnorm_chainer.links import MixtureNormalization
+from mixnorm_chainer.links import MixtureNormalization, scale_shift
 
 
 class CommunicationLog:
@@ -139,7 +139,8 @@ class AllReduce:
         mine = numpy.zeros(self.comm.size)
         mine[self.rank] = float(closest.sum(dtype=numpy.float64))
         totals, = self.sum(mine)
-        ends = numpy.cumsum(cuda.to_cpu(totals))
+        totals = cuda.to_cpu(totals)
+        ends = numpy.cumsum(totals)
         targets = cuda.to_cpu(targets)
         with_rows = numpy.flatnonzero(self.counts > 0)
         pick = numpy.searchsorted(ends[with_rows], targets, side='left')
@@ -147,7 +148,7 @@ class AllReduce:
         rows = xp.zeros((len(targets), X.shape[1]), X.dtype)
         owned = numpy.flatnonzero(owners == self.rank)
         if owned.size:
-            start = ends[self.rank] - float(cuda.to_cpu(totals)[self.rank])
+            start = ends[self.rank] - totals[self.rank]
             cumulative = start + xp.cumsum(closest, dtype=numpy.float64)
             ids = xp.minimum(xp.searchsorted(cumulative, xp.asarray(targets[owned])),
                              X.shape[0] - 1)
@@ -229,7 +230,7 @@ class MultiNodeMixtureNormalization(MixtureNormalization):
             error = str(e)
         reduction = AllReduce.agree(self.comm, 0 if rows is None else rows.shape[0], error,
                                     self.communication)
-        gamma, beta = self._scale_shift()
+        gamma, beta = scale_shift(self)
         return self._forward_train(x, xa, gamma, beta, rows=rows, reduction=reduction)
 
 
