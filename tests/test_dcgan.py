@@ -3,7 +3,6 @@ summarize, registry rows, and figures/figure6.py / figure7.py on tiny runs."""
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
 # isort: on
-import importlib.util
 import io
 import json
 import os
@@ -17,7 +16,8 @@ from mixnorm_chainer import gan, registry, runner
 from mixnorm_chainer.links import MixtureNormalization
 from mixnorm_chainer.models import Discriminator, Generator, dcgan
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from figure_scripts import load_script
+
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 TINY = ['--dataset', 'digits', '--input-size', '8', '--width', '16', '--batch-size', '16',
         '--train-limit', '96', '--fid-samples', '32', '--fid-extractor', 'small',
@@ -27,14 +27,6 @@ TINY = ['--dataset', 'digits', '--input-size', '8', '--width', '16', '--batch-si
 def read_log(directory):
     with open(os.path.join(directory, 'log.json')) as f:
         return json.load(f)
-
-
-def load_script(n):
-    path = os.path.join(ROOT, 'figures', 'figure{}.py'.format(n))
-    spec = importlib.util.spec_from_file_location('figure{}'.format(n), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- models ----------------------------------------------------------------------------------

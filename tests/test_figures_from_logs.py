@@ -1,5 +1,4 @@
 """figures/figure{2,3,4,5,9}.py and mixnorm_chainer.plotting, on fabricated run directories."""
-import importlib.util
 import json
 import os
 
@@ -8,16 +7,9 @@ import pytest
 
 from mixnorm_chainer import plotting, registry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from figure_scripts import load_script
+
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
-
-
-def load_script(n):
-    path = os.path.join(ROOT, 'figures', 'figure{}.py'.format(n))
-    spec = importlib.util.spec_from_file_location('figure{}'.format(n), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_run(root, name, dataset=None, epochs=12, final_error=20.0, tau=3.0, noise=1.0,

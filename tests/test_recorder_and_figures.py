@@ -1,5 +1,4 @@
 """ActivationRecorder (Figures 1, 8, 9 data) and the figure 1 / figure 8 scripts, tiny runs."""
-import importlib.util
 import os
 
 import numpy
@@ -8,17 +7,10 @@ import pytest
 from mixnorm_chainer import runner
 from mixnorm_chainer.recorder import ActivationRecorder, load_recording
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from figure_scripts import load_script
+
 TINY = ['--dataset', 'digits', '--input-size', '8', '--train-limit', '64', '--test-limit', '40',
         '--batch-size', '16', '--no-progress']
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'figures',
-                                                                     name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -84,7 +76,7 @@ def test_recording_survives_resume(tmp_path):
 
 @pytest.mark.slow
 def test_figure1_script(mn_run, tmp_path):
-    fig1 = load_script('figure1')
+    fig1 = load_script(1)
     out = str(tmp_path / 'f1.png')
     numbers = fig1.main(['--run', mn_run, '--layer', 'conv2', '--channels', '3', '--out', out])
     assert os.path.getsize(out) > 10000
@@ -100,7 +92,7 @@ def test_figure1_script(mn_run, tmp_path):
 
 def test_figure1_numbers_on_a_known_mixture():
     """Bimodal, skewed channels: K=2,3 gain likelihood and MN reduces the skewness."""
-    fig1 = load_script('figure1')
+    fig1 = load_script(1)
     rng = numpy.random.default_rng(0)
     n = 3000
     mode = rng.random(n) < 0.7
@@ -112,7 +104,7 @@ def test_figure1_numbers_on_a_known_mixture():
 
 @pytest.mark.slow
 def test_figure8_script(mn_run, tmp_path):
-    fig8 = load_script('figure8')
+    fig8 = load_script(8)
     out = str(tmp_path / 'f8.png')
     numbers = fig8.main(['--run', mn_run, '--channels', '2', '--out', out])
     assert os.path.getsize(out) > 10000
