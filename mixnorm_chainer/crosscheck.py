@@ -18,9 +18,11 @@ Case kinds (arrays in NCHW / (N, C) layout; "rows" are ``x.transpose(0, 2, 3, 1)
   ``weights`` (lambda), ``means``, ``variances`` (Eq. 35-36). ``bn_*`` cases have K = 1
   (nu = 1), which is batch normalization.
 * ``mn_test``: Eq. 38-39 over a queue (``form`` 'consistent' or 'printed'); inputs ``x, gamma,
-  beta, queue_weights (T, K), queue_means (T, K, C), queue_variances (T, K, C), gy``;
-  outputs ``y, gx, ggamma, gbeta`` (the posterior rho and the queue are constants); optional
-  ``posterior`` (m, n_present*K), newest n_present entries, oldest first.
+  beta, queue_weights (T, K), queue_means (T, K, C), queue_variances (T, K, C)`` (the
+  transform's statistics, Eq. 35-36), ``queue_fit_weights, queue_fit_means,
+  queue_fit_variances`` (same shapes: the fitted mixtures whose densities give the posterior)
+  and ``gy``; outputs ``y, gx, ggamma, gbeta`` (the posterior rho and the queue are constants);
+  optional ``posterior`` (m, n_present*K), newest n_present entries, oldest first.
 * ``gmm_em``: EM iterations from a given initialization (deterministic): inputs ``X,
   init_weights, init_means, init_variances``; outputs the parameters after each iteration
   (stacked on axis 0) and the mean log-likelihood at each E-step.
@@ -43,12 +45,12 @@ import sys
 import chainer
 import numpy
 
-from mixnorm_chainer.functions import MixtureNormalizationFunction, to_rows
+from mixnorm_chainer.functions import MixtureNormalizationFunction, compute_dtype, to_rows
 from mixnorm_chainer.gmm import e_step, fit_gmm, m_step
 from mixnorm_chainer.links import MixtureNormalization
-from mixnorm_chainer.queue import masked_log_gaussian_prob, queue_mixture, queue_normalization
+from mixnorm_chainer.queue import queue_normalization, queue_posterior
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CASES_FILE = 'cases.npz'
 MANIFEST_FILE = 'manifest.json'
 
@@ -158,35 +160,33 @@ def _queue_from_training(shape, dtype, seed, T, steps, K, eps, min_weight=0.01):
     with chainer.using_config('train', True):
         for _ in range(steps):
             link(_data(rng, shape, dtype, centres))
-    return (link.queue_weights, link.queue_means, link.queue_variances, link.queue_count,
-            rng, centres)
+    return ((link.queue_weights, link.queue_means, link.queue_variances),
+            (link.queue_fit_weights, link.queue_fit_means, link.queue_fit_variances),
+            link.queue_count, rng, centres)
 
 
 def queue_case(name, shape, dtype, seed, form='consistent', affine='output', activation=None,
               T=4, steps=4, K=3, eps=2e-5, decay=0.9, queue=None, min_weight=0.01):
     dtype = numpy.dtype(dtype)
     if queue is None:
-        qw, qm, qv, n_present, rng, centres = _queue_from_training(shape, dtype, seed, T, steps,
+        stats, fit, n_present, rng, centres = _queue_from_training(shape, dtype, seed, T, steps,
                                                                    K, eps, min_weight)
     else:
-        qw, qm, qv = (numpy.asarray(a, dtype) for a in queue)
-        n_present, rng, centres = qw.shape[0], numpy.random.default_rng(seed), None
+        stats = tuple(numpy.asarray(a, dtype) for a in queue)
+        fit = stats
+        n_present, rng, centres = stats[0].shape[0], numpy.random.default_rng(seed), None
+    qw = stats[0]
     x = _data(rng, shape, dtype, centres)
     gamma, beta = _affine(rng, shape[1], dtype)
     gy = rng.normal(size=shape).astype(dtype)
 
     def fn(xv, gv, bv):
-        return queue_normalization(xv, gv, bv, qw, qm, qv, n_present, decay, eps, form, affine,
-                                   activation)
+        return queue_normalization(xv, gv, bv, *stats, n_present, decay, eps, form, affine,
+                                   activation, fit=fit)
 
     out = _backprop(fn, x, gamma, beta, gy)
-    rows = to_rows(x).astype(qw.dtype)
-    tau, lam, mu, var_eff = queue_mixture(qw, qm, qv, n_present, decay, eps)
-    with numpy.errstate(divide='ignore'):
-        weighted = masked_log_gaussian_prob(rows, mu, var_eff) + numpy.log(tau * lam)[None, :]
-    weighted -= weighted.max(axis=1, keepdims=True)
-    post = numpy.exp(weighted)
-    post /= post.sum(axis=1, keepdims=True)
+    rows = to_rows(x).astype(compute_dtype(x.dtype))
+    post = queue_posterior(rows, *stats, n_present, decay, eps, fit)
     options = dict(eps=eps, affine=affine, activation=activation, form=form, decay=decay,
                    n_present=int(n_present), queue_length=int(qw.shape[0]),
                    n_components=int(qw.shape[1]))
@@ -194,8 +194,9 @@ def queue_case(name, shape, dtype, seed, form='consistent', affine='output', act
                                  else 'printed form: 1/sqrt(tau lambda)')
                 + (' + Eq. 37' if affine == 'statistics' else '')
                 + (' + Eq. 40' if activation == 'relu' else ''))
-    inputs = dict(x=x, gamma=gamma, beta=beta, queue_weights=qw, queue_means=qm,
-                  queue_variances=qv, gy=gy)
+    inputs = dict(x=x, gamma=gamma, beta=beta, queue_weights=stats[0], queue_means=stats[1],
+                  queue_variances=stats[2], queue_fit_weights=fit[0], queue_fit_means=fit[1],
+                  queue_fit_variances=fit[2], gy=gy)
     meta = _case(name, 'mn_test', equation, inputs, out, options, {'posterior': post})
     if qw.shape == (1, 1):
         meta['equation'] = 'K=1, T=1: batch normalization in test mode (fixed statistics)'
@@ -325,8 +326,12 @@ def export(directory):
                          'float16',
         'test_mode': ('queue arrays are oldest entry first; only the newest n_present entries '
                       'take part, with tau of Eq. 39 renormalized over them; a component with '
-                      'weight 0 (pruned, or an empty slot) takes no part; component densities '
-                      'use sigma^2 + eps; form consistent scales term tk by 1/sqrt(lambda_tk), '
+                      'weight 0 (pruned, or an empty slot) takes no part; the posterior rho_tk '
+                      'is tau_t queue_fit_weights_tk N(x | queue_fit_means_tk, '
+                      'queue_fit_variances_tk) normalized over (t, k) (no eps: the fitted '
+                      'variances already include the fit\'s floor); the normalizing factors use '
+                      'queue_means and queue_variances + eps; form consistent scales term tk by '
+                      '1/sqrt(lambda_tk), '
                       'printed by 1/sqrt(tau_t lambda_tk); output affine: each term is '
                       'gamma * rho_tk/sqrt(s_tk) * xhat^tk + rho_tk * beta (Eq. 40: each term '
                       'rectified)'),

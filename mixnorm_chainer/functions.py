@@ -35,13 +35,20 @@ test mode: the queue's mixture mean), which leaves the transform unchanged and k
 precise. float16 inputs are computed in float32.
 """
 import collections
+import math
 
 import chainer
 import numpy
 from chainer import function_node
 from chainer.backend import get_array_module
 
-from mixnorm_chainer.gmm import LOCAL, centering_shift
+from mixnorm_chainer.gmm import (
+    LOCAL,
+    centering_shift,
+    component_moments,
+    far_components,
+    magnitude_limit,
+)
 
 AFFINE_PLACEMENTS = ('output', 'statistics')
 ACTIVATIONS = (None, 'relu')
@@ -82,16 +89,14 @@ def column_sums(A):
 def component_statistics(X, nu, reduction=LOCAL):
     """Eq. 35-36: ``(lambda, nuhat, mu, sigma^2)`` of rows X (m, C) under responsibilities nu.
 
-    From the sums ``sum_i nu_ik``, ``sum_i nu_ik x_i``, ``sum_i nu_ik x_i^2`` over the batch's
-    rows (all-reduced across ranks by a distributed ``reduction``). A component with no mass
-    (sum_i nu_ik = 0) gets nuhat = 0, mu = 0, sigma^2 = 0.
+    From the sums over the batch's rows of :func:`~mixnorm_chainer.gmm.component_moments`
+    (all-reduced across ranks by a distributed ``reduction``); sigma^2 is the centred
+    ``nuhat_k^T (x - mu_k)^2``, precise in float32 also for a tight component far from the
+    batch mean. A component with no mass (sum_i nu_ik = 0) gets nuhat = 0, mu = 0, sigma^2 = 0.
     """
     xp = get_array_module(X)
-    n, sum_x, sum_x2 = reduction.sum(nu.sum(axis=0), nu.T @ X, nu.T @ (X * X))
-    safe_n = xp.where(n > 0, n, 1)
-    nuhat = nu / safe_n[None, :]
-    mu = sum_x / safe_n[:, None]
-    var = xp.maximum(sum_x2 / safe_n[:, None] - mu * mu, 0)
+    n, mu, var = component_moments(X, nu.T, reduction)
+    nuhat = nu / xp.where(n > 0, n, 1)[None, :]
     return n / reduction.total(X.shape[0]), nuhat, mu, var
 
 
@@ -123,9 +128,10 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
         affine: ``'output'`` (gamma xhat + beta) or ``'statistics'`` (Eq. 37 as printed).
         activation: None or ``'relu'`` (Eq. 40, fused per-component ReLU).
         fixed: None for training (statistics from the batch, Eq. 35-36), or for test mode a
-            tuple ``(coef (m, J), scale (J,), means (J, C), variances (J, C), shift (C,))``:
-            the per-row weight of each queue component in Eq. 38, the factor with
-            ``posterior = coef * scale``, and the queue's statistics (constants).
+            tuple ``(coef (m, J), scale (J,), centred_means (J, C), variances (J, C),
+            shift (C,))``: the per-row weight of each queue component in Eq. 38, the factor
+            with ``posterior = coef * scale``, and the queue's statistics (constants), the means
+            given as ``mu - shift`` (rows are shifted by ``shift``).
         rows: optional ``to_rows(x)`` in the compute dtype, if the caller already has it.
         shift: optional per-channel centring constant (C,) for training mode (default:
             :func:`~mixnorm_chainer.gmm.centering_shift` of the rows); the transform does not
@@ -148,6 +154,7 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
         self.shift = shift
         self.reduction = reduction
         self.statistics = None
+        self.center = self.centred_means = None
 
     def forward(self, inputs):
         self.retain_inputs(())
@@ -172,11 +179,11 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
             coef = nu * inv_sqrt_weights(lam)[None, :]
             scale = xp.sqrt(lam)
             self.statistics = ComponentStatistics(lam, mu_s + shift, var)
+            self.center, self.centred_means = shift, mu_s
         else:
-            coef, scale, means, var, shift = (xp.asarray(a).astype(dtype, copy=False)
-                                              for a in self.fixed)
+            coef, scale, mu_s, var, shift = (xp.asarray(a).astype(dtype, copy=False)
+                                             for a in self.fixed)
             Xs = X - shift
-            mu_s = means - shift
             nuhat = None
         self.responsibilities = None
 
@@ -191,24 +198,37 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
             s = 1 / xp.sqrt(var + self.eps)
             c = mu_s
             g_out, b_out = g, b
-        # z^k = a_k * x - d_k  (per channel):  a_k = g_out s_k,  d_k = a_k c_k - sqrt(lam_k) b_out
+        # z^k = a_k (x - c_k) + e_k  (per channel):  a_k = g_out s_k,  e_k = sqrt(lam_k) b_out
         a = g_out[None, :] * s
-        d = a * c - scale[:, None] * b_out[None, :]
+        e = scale[:, None] * b_out[None, :]
+        # Components far from the centring shift (compared with their spread) are computed as
+        # written, centred on c_k; the rest by (m, K) x (K, C) products (gmm.far_components)
+        far = far_components(c, 1 / (s * s), linear=True)
 
         if self.activation == 'relu':
             Y = xp.zeros_like(Xs)
             for k in range(coef.shape[1]):
-                z = Xs * a[k]
-                z -= d[k]
+                z, _ = _component_input(Xs, a, c, e, far, k)
                 xp.maximum(z, 0, out=z)
                 z *= coef[:, k:k + 1]
                 Y += z
         else:
-            Y = Xs * (coef @ a)
-            Y -= coef @ d
+            near = numpy.flatnonzero(~far)
+            if near.size:
+                cn, an = _columns(coef, near), a[near]
+                Y = Xs * (cn @ an)
+                Y -= cn @ (an * c[near] - e[near])
+            else:
+                Y = xp.zeros_like(Xs)
+            for k in numpy.flatnonzero(far):
+                z = Xs - c[k]
+                z *= a[k]
+                z += e[k]
+                z *= coef[:, k:k + 1]
+                Y += z
 
         self.saved = _Saved(Xs=Xs, nuhat=nuhat, coef=coef, scale=scale, mu_s=mu_s, var=var,
-                            s=s, c=c, a=a, d=d, g=g, var_active=var_active,
+                            s=s, c=c, a=a, e=e, far=far, g=g, var_active=var_active,
                             x_shape=x.shape, x_dtype=x.dtype, g_dtype=gamma.dtype,
                             b_dtype=beta.dtype)
         return from_rows(Y, x.shape).astype(x.dtype, copy=False),
@@ -245,26 +265,27 @@ class MixtureNormalizationGrad(function_node.FunctionNode):
         output_affine = f.affine == 'output'
         g_out = sv.g if output_affine else xp.ones_like(sv.g)
 
-        # P_k = sum_i dL/dz^k_i, Q_k = sum_i dL/dz^k_i x_i (shifted), gX = the direct term.
+        # P_k = sum_i dL/dz^k_i, Q_k = sum_i dL/dz^k_i (x_i - c_k), gX = the direct term.
         if f.activation == 'relu':
             P = xp.empty_like(s)
             Q = xp.empty_like(s)
             gX = xp.zeros_like(Xs)
             for k in range(coef.shape[1]):
-                z = Xs * a[k]
-                z -= sv.d[k]
+                z, xc = _component_input(Xs, a, c, sv.e, sv.far, k)
                 Gz = G * coef[:, k:k + 1]
                 Gz *= z > 0
                 P[k] = column_sums(Gz)
-                Q[k] = column_sums(Gz * Xs)
+                Q[k] = column_sums(Gz * xc)
+                if xc is Xs:
+                    Q[k] -= c[k] * P[k]
                 Gz *= a[k]
                 gX += Gz
         else:
             P = coef.T @ G
-            Q = coef.T @ (G * Xs)
+            Q = _centred_sums(coef, G, Xs, c, P, sv.far)
             gX = G * (coef @ a)
         # S1_k = sum_i dL/dxhat^k_i, S2_k = sum_i dL/dxhat^k_i xhat^k_i  (per channel)
-        xhat_moment = s * (Q - c * P)
+        xhat_moment = s * Q
         S1 = g_out * P
         S2 = g_out * xhat_moment
 
@@ -280,17 +301,63 @@ class MixtureNormalizationGrad(function_node.FunctionNode):
             if f.reduction is not LOCAL:
                 P, Q = f.reduction.sum(P, Q)
                 S1 = g_out * P
-                S2 = g_out * (s * (Q - c * P))
+                S2 = g_out * (s * Q)
             var_scale = sv.g[None, :] * sv.var_active if f.affine == 'statistics' else 1
             r = var_scale * s * s * S2
-            gX -= sv.nuhat @ (s * S1 - r * sv.mu_s)
-            gX -= Xs * (sv.nuhat @ r)
+            # dL/dx_i -= sum_k nuhat_ik (s_k S1_k + r_k (x_i - mu_k))
+            far = far_components(sv.mu_s, 1 / (s * s), linear=True)
+            near = numpy.flatnonzero(~far)
+            if near.size:
+                nh, rn = _columns(sv.nuhat, near), r[near]
+                gX -= nh @ (s[near] * S1[near] - rn * sv.mu_s[near])
+                gX -= Xs * (nh @ rn)
+            for k in numpy.flatnonzero(far):
+                t = Xs - sv.mu_s[k]
+                t *= r[k]
+                t += s[k] * S1[k]
+                t *= sv.nuhat[:, k:k + 1]
+                gX -= t
         gx = from_rows(gX, sv.x_shape).astype(sv.x_dtype, copy=False)
         return gx, dg.astype(sv.g_dtype, copy=False), db.astype(sv.b_dtype, copy=False)
 
     def backward(self, indexes, grad_outputs):
-        raise NotImplementedError('double backpropagation through mixture normalization '
-                                  'is not supported')
+        raise NotImplementedError(
+            'double backpropagation (a gradient of a gradient, e.g. a gradient penalty) through '
+            'mixture normalization is not supported; keep MN out of the layers it differentiates '
+            '(e.g. use it in the generator only), see docs/numerics.md')
+
+
+def _columns(a, ids):
+    """``a[:, ids]`` for host indices ``ids`` (a itself when they are all columns)."""
+    if ids.size == a.shape[1]:
+        return a
+    return a[:, get_array_module(a).asarray(ids)]
+
+
+def _component_input(Xs, a, c, e, far, k):
+    """``z^k = a_k (x - c_k) + e_k`` of every row, and the rows it was computed from: ``x - c_k``
+    for a far component (precise), else x (``a_k x - (a_k c_k - e_k)``, one pass fewer)."""
+    if far[k]:
+        xc = Xs - c[k]
+        z = xc * a[k]
+        z += e[k]
+        return z, xc
+    z = Xs * a[k]
+    z -= a[k] * c[k] - e[k]
+    return z, Xs
+
+
+def _centred_sums(coef, G, Xs, c, P, far):
+    """``Q_k = sum_i coef_ik G_i (x_i - c_k)`` (K, C): as ``coef^T (G x) - c P`` for the near
+    components, summed as written for the far ones (precise when |c_k| >> the spread)."""
+    if far.all():
+        Q = get_array_module(G).empty_like(P)
+    else:
+        Q = coef.T @ (G * Xs)
+        Q -= c * P
+    for k in numpy.flatnonzero(far):
+        Q[k] = column_sums(G * (Xs - c[k]) * coef[:, k:k + 1])
+    return Q
 
 
 def _array(v):
@@ -349,5 +416,11 @@ def mixture_normalization(x, gamma, beta, responsibilities, eps=2e-5, affine='ou
     if nu.ndim != 2 or nu.shape[0] != m:
         raise ValueError(f'responsibilities must have shape (m, K) = ({m}, K) for x of shape '
                          f'{xa.shape}; got {nu.shape}')
+    largest = float(get_array_module(xa).abs(xa).max())      # one host sync
+    limit = magnitude_limit(compute_dtype(xa.dtype), m, C)
+    if math.isfinite(largest) and largest > limit:   # NaN/inf propagate, as in F.batch_norm
+        raise ValueError(f'mixture_normalization: x has entries of magnitude {largest:.3g}, '
+                         f'beyond {limit:.3g}, where sums of their squares overflow '
+                         f'{compute_dtype(xa.dtype)}; normalize in float64')
     y, = MixtureNormalizationFunction(nu, eps, affine, activation).apply((x, gamma, beta))
     return y

@@ -40,24 +40,39 @@ class GaussianMixture:
 
     Attributes:
         weights: lambda, shape (K,), non-negative, summing to 1.
-        means: mu, shape (K, D).
+        means: mu, shape (K, D) (``centred_means + center``).
         variances: sigma^2, shape (K, D), at least the fit's variance floor.
-        center: None, or a (D,) point subtracted from rows and means before densities are
-            evaluated (same result, kept precise in float32 for data far from the origin;
-            :func:`fit_gmm` sets it when it centred the data).
+        center: None, or a (D,) point the fit subtracted from the rows (:func:`fit_gmm` sets
+            it for data far from the origin). Densities are evaluated on ``x - center``
+            against ``centred_means``, so they keep float32 precision where the means
+            themselves are only known to a float32 unit of roundoff of their magnitude.
+        centred_means: ``mu - center`` as fitted (``means`` when there is no center).
     """
 
     def __init__(self, weights, means, variances, center=None):
         self.weights = weights
-        self.means = means
         self.variances = variances
         self.center = center
+        self.centred_means = means if center is None else means - center
+
+    @classmethod
+    def from_centred(cls, weights, centred_means, variances, center):
+        """The mixture whose means are ``centred_means + center``, keeping the centred ones."""
+        gmm = cls(weights, centred_means, variances)
+        gmm.center = center
+        return gmm
+
+    @property
+    def means(self):
+        if self.center is None:
+            return self.centred_means
+        return self.centred_means + self.center
 
     def _centred(self, X):
         X = self._rows(X)
         if self.center is None:
-            return X, self.means
-        return X - self.center, self.means - self.center
+            return X, self.centred_means
+        return X - self.center, self.centred_means
 
     @property
     def n_components(self):
@@ -65,11 +80,11 @@ class GaussianMixture:
         return int(self.weights.shape[0])
 
     def _rows(self, X):
-        xp = get_array_module(self.means)
-        X = xp.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.means.shape[1]:
-            raise ValueError(f'expected rows of shape (m, {self.means.shape[1]}), got {X.shape}')
-        return X.astype(self.means.dtype, copy=False)
+        means = self.centred_means
+        X = get_array_module(means).asarray(X)
+        if X.ndim != 2 or X.shape[1] != means.shape[1]:
+            raise ValueError(f'expected rows of shape (m, {means.shape[1]}), got {X.shape}')
+        return X.astype(means.dtype, copy=False)
 
     def weighted_log_prob(self, X):
         """``log lambda_k + log N(x_i | mu_k, sigma_k^2)``, shape (m, K) (Eq. 26-27)."""
@@ -92,7 +107,8 @@ class GaussianMixture:
         return float(self.log_likelihood(X).mean())
 
     def __repr__(self):
-        return f'GaussianMixture(n_components={self.n_components}, dim={self.means.shape[1]})'
+        return (f'GaussianMixture(n_components={self.n_components}, '
+                f'dim={self.centred_means.shape[1]})')
 
 
 def _log(a):
@@ -227,36 +243,119 @@ def kmeans_step(X, centers, X_sq, reduction=LOCAL):
     return xp.where(counts[:, None] > 0, sums / xp.maximum(counts, 1)[:, None], centers)
 
 
+def precise_ratio(dtype, linear=False):
+    """The largest ``mean^2 / variance`` at which expanded forms keep ~1e-4 relative precision
+    in ``dtype``: quadratic ones (``sum x^2 / n - mean^2``, ``(x^2 - 2 x mean + mean^2) / var``)
+    lose about ``mean^2 / variance`` units of roundoff (840 in float32, 4.5e11 in float64),
+    linear ones (``a x - a mean``, ``sum g x - mean sum g``) its square root (7e5 in float32).
+    """
+    ratio = 1e-4 / float(numpy.finfo(dtype).eps)
+    return ratio * ratio if linear else ratio
+
+
+def far_components(means, variances, linear=False):
+    """Components whose means (of centred rows) are far from 0 compared to their spread.
+
+    Host boolean array (K,): True where some channel has ``mean^2 > precise_ratio * variance``
+    (or a zero variance), i.e. where the expanded forms of :func:`precise_ratio` (quadratic, or
+    ``linear``) would lose precision; those components are computed centred on their own mean
+    (exact, one more pass over the rows each). On the GPU every component is treated as far:
+    deciding would cost a host synchronization, and the centred form costs little there.
+    """
+    xp = get_array_module(means)
+    if xp is not numpy:
+        return numpy.ones(means.shape[0], dtype=bool)
+    with numpy.errstate(divide='ignore', invalid='ignore'):
+        near = means * means <= precise_ratio(means.dtype, linear) * variances
+    return ~near.all(axis=1)
+
+
+def component_moments(X, resp, reduction=LOCAL, X2=None, count_eps=0.0):
+    """Weighted counts, means and variances of rows X (m, D) per component.
+
+    ``n_k = sum_i r_ki + count_eps``, ``mean_k = sum_i r_ki x_i / n_k`` and
+    ``var_k = sum_i r_ki (x_i - mean_k)^2 / n_k`` for responsibilities ``resp`` (K, m): the
+    EM M-step of the diagonal GMM and Eq. 35-36 of the transform. A component
+    with ``n_k = 0`` gets mean 0 and variance 0.
+
+    The variance is the one-pass ``sum_i r_ki x_i^2 / n_k - mean_k^2`` (one product with
+    ``X2 = X * X``) where that is precise, and the centred two-pass sum for the components
+    :func:`far_components` names (a tight component far from the batch mean: one-pass float32
+    would return 0 or the floor; measured in docs/numerics.md). All sums go through
+    ``reduction`` (all-reduced when distributed; the choice of components is made from the
+    reduced sums, so every rank makes the same one).
+    """
+    xp = get_array_module(X)
+    one_pass = xp is numpy      # on the GPU every component takes the centred pass
+    sums = [resp.sum(axis=1), resp @ X]
+    if one_pass:
+        sums.append(resp @ (X * X if X2 is None else X2))
+    n, sum_x, *sum_x2 = reduction.sum(*sums)
+    n = n + count_eps
+    safe_n = xp.where(n > 0, n, 1)[:, None]
+    means = sum_x / safe_n
+    if one_pass:
+        variances = sum_x2[0] / safe_n - means * means
+        far = numpy.flatnonzero(far_components(means, variances))
+    else:
+        far = numpy.arange(means.shape[0])
+    if far.size:
+        centred, = reduction.sum(xp.stack([resp[k] @ _squared(X - means[k]) for k in far]))
+        if far.size == means.shape[0]:
+            variances = centred / safe_n
+        else:
+            variances[far] = centred / safe_n[far]
+    return n, means, xp.maximum(variances, 0)
+
+
+def _squared(a):
+    a *= a
+    return a
+
+
 def m_step(X, X2, resp, reg_covar, reduction=LOCAL):
     """M-step: lambda, mu, sigma^2 from responsibilities ``resp`` (K, m) (scikit-learn's).
 
     ``n_k = sum_i r_ik`` (+10 machine epsilon, so an empty component stays finite),
     ``lambda_k = n_k / sum_j n_j``, ``mu_k = sum_i r_ik x_i / n_k``,
-    ``sigma_k^2 = max(sum_i r_ik x_i^2 / n_k - mu_k^2, 0) + reg_covar`` (the variance floor).
-    The three sums over rows are the EM sufficient statistics (all-reduced when distributed).
+    ``sigma_k^2 = sum_i r_ik (x_i - mu_k)^2 / n_k + reg_covar`` (the variance floor), from the
+    sums over rows of :func:`component_moments` (all-reduced when distributed).
     """
-    xp = get_array_module(X)
-    nk, sum_x, sum_x2 = reduction.sum(resp.sum(axis=1), resp @ X, resp @ X2)
-    nk = nk + 10 * numpy.finfo(X.dtype).eps
-    means = sum_x / nk[:, None]
-    variances = xp.maximum(sum_x2 / nk[:, None] - means * means, 0) + reg_covar
-    return nk / nk.sum(), means, variances
+    nk, means, variances = component_moments(X, resp, reduction, X2,
+                                              count_eps=10 * numpy.finfo(X.dtype).eps)
+    return nk / nk.sum(), means, variances + reg_covar
 
 
 def estimate_log_gaussian_prob(X, means, variances, X2=None):
-    """``log N(x_i | mu_k, diag(sigma_k^2))`` as (K, m) (Eq. 27, diagonal)."""
+    """``log N(x_i | mu_k, diag(sigma_k^2))`` as (K, m) (Eq. 27, diagonal).
+
+    The quadratic form is expanded, ``x^2/s - 2 x mu/s + mu^2/s`` (two BLAS products for all
+    components), except for the components :func:`far_components` names, whose
+    ``sum_d (x_d - mu_kd)^2 / s_kd`` is computed directly (precise in float32).
+    """
     xp = get_array_module(X)
-    if X2 is None:
-        X2 = X * X
     precisions = 1.0 / variances
-    quad = X2 @ precisions.T
-    quad -= 2 * (X @ (means * precisions).T)
-    const = ((means * means) * precisions).sum(axis=1) + xp.log(variances).sum(axis=1) \
-        + X.shape[1] * LOG_2PI
-    log_prob = xp.ascontiguousarray(quad.T)
-    log_prob += const[:, None]
+    far = far_components(means, variances)
+    near = numpy.flatnonzero(~far)
+    if near.size == means.shape[0]:
+        log_prob = xp.ascontiguousarray(_expanded_quadratic(X, means, precisions, X2).T)
+    else:
+        log_prob = xp.empty((means.shape[0], X.shape[0]), dtype=X.dtype)
+        if near.size:
+            log_prob[near] = _expanded_quadratic(X, means[near], precisions[near], X2).T
+        for k in numpy.flatnonzero(far):
+            log_prob[k] = _squared(X - means[k]) @ precisions[k]
+    log_prob += (xp.log(variances).sum(axis=1) + X.shape[1] * LOG_2PI)[:, None]
     log_prob *= -0.5
     return log_prob
+
+
+def _expanded_quadratic(X, means, precisions, X2=None):
+    """``sum_d (x_id - mu_kd)^2 p_kd`` as (m, K), expanded into two BLAS products."""
+    quad = (X * X if X2 is None else X2) @ precisions.T
+    quad -= 2 * (X @ (means * precisions).T)
+    quad += ((means * means) * precisions).sum(axis=1)
+    return quad
 
 
 def e_step(X, weights, means, variances, X2=None):
@@ -303,6 +402,41 @@ def centering_shift(X, max_rows=256, max_ratio=100.0):
     return shift
 
 
+def magnitude_limit(dtype, m, D, reg_covar=None):
+    """The largest |x| a fit of m rows of D channels handles in ``dtype`` without overflow.
+
+    Sums of squared deviations run over up to m rows, and a row's quadratic form (unless
+    ``reg_covar`` is None: no densities) sums D squared distances divided by variances as small
+    as ``reg_covar``; centred rows are at most 2|x| and distances 4|x| apart. Beyond this bound
+    they could reach the dtype's largest value (float32: ~8e13 for D = 768; float64: ~1e150).
+    """
+    fmax = float(numpy.finfo(dtype).max)
+    limit = math.sqrt(fmax / (16.0 * max(m, 1)))
+    if reg_covar is not None:
+        limit = min(limit, math.sqrt(fmax * reg_covar / (64.0 * max(D, 1))))
+    return limit
+
+
+def rows_problem(X, reg_covar, m=None):
+    """None when the rows X (m, D) can be fitted, else what is wrong with them (one line).
+
+    NaN/inf, or entries beyond :func:`magnitude_limit` (whose squares would overflow X's dtype,
+    e.g. activations of a diverged network). One host synchronization. ``m``: the rows of the
+    whole batch, when X is one rank's share; ``reg_covar`` None: no densities are evaluated.
+    """
+    xp = get_array_module(X)
+    bounds = xp.stack([X.max(), -X.min()]) if X.size else xp.zeros(2)
+    largest = float(bounds.max())      # NaN if any entry is NaN
+    if not math.isfinite(largest):
+        return 'non-finite input (NaN or inf)'
+    limit = magnitude_limit(X.dtype, X.shape[0] if m is None else m, X.shape[1], reg_covar)
+    if largest > limit:
+        return (f'entries of magnitude {largest:.3g} exceed {limit:.3g}, beyond which sums of '
+                f'their squares overflow {X.dtype} (has training diverged? lower the learning '
+                'rate, or normalize in float64)')
+    return None
+
+
 def _as_rng(seed):
     if isinstance(seed, numpy.random.Generator):
         return seed
@@ -343,7 +477,8 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
         sample_fraction: fit on ``ceil(sample_fraction * m)`` random rows (at least K).
         min_weight: pruning threshold on lambda_k (Section 5.3); 0 disables pruning.
         reg_covar: variance floor added to every sigma^2 (as scikit-learn's ``reg_covar``).
-        check_finite: raise ValueError on NaN/inf rows (one host sync).
+        check_finite: raise ValueError on NaN/inf rows or entries whose squares would
+            overflow (:func:`rows_problem`; one host sync).
         reduction: where the batch's rows are: :data:`LOCAL` (all here), or a
             :class:`mixnorm_chainer.multi_node.AllReduce` when X is this rank's share of a
             batch spread over MPI ranks (every rank then gets the global batch's mixture;
@@ -360,8 +495,11 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
                 reg_covar)
     if X.dtype == numpy.float16:
         X = X.astype(numpy.float32)
-    if check_finite and not bool(xp.isfinite(X).all()):
-        raise ValueError('fit_gmm: X contains NaN or inf')
+    if check_finite:
+        problem = rows_problem(X, reg_covar, reduction.total(X.shape[0]))
+        if problem is not None:
+            raise ValueError('fit_gmm: X contains NaN or inf' if problem.startswith('non-finite')
+                             else f'fit_gmm: {problem}')
     rng = _as_rng(seed)
     m = reduction.total(X.shape[0])
     if sample_fraction < 1:
@@ -388,4 +526,4 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
     weights, means, variances = params
     if shift is None:
         return GaussianMixture(weights, means, variances)
-    return GaussianMixture(weights, means + shift, variances, center=shift)
+    return GaussianMixture.from_centred(weights, means, variances, shift)

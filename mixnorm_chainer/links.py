@@ -6,6 +6,7 @@ responsibilities (Eq. 34-36) and push the components' statistics onto the queue.
 Test mode: Eq. 38-39 over the queue (:mod:`mixnorm_chainer.queue`).
 """
 import json
+import warnings
 
 import chainer
 import numpy
@@ -18,7 +19,7 @@ from mixnorm_chainer.functions import (
     compute_dtype,
     to_rows,
 )
-from mixnorm_chainer.gmm import LOCAL, fit_gmm
+from mixnorm_chainer.gmm import LOCAL, fit_gmm, rows_problem
 from mixnorm_chainer.queue import INFERENCE_FORMS, push, queue_normalization
 
 
@@ -65,7 +66,8 @@ class MixtureNormalization(chainer.Link):
         queue_decay: zeta of Eq. 39.
         min_weight: components with lambda_k below this are pruned (Section 5.3).
         sample_fraction: fraction of the rows the GMM is fitted on (Section 5.1).
-        dtype: dtype of gamma, beta and the queue (default ``chainer.config.dtype``).
+        dtype: dtype of gamma and beta (default ``chainer.config.dtype``; float32 under
+            ``chainer.mixed16``, as ``L.BatchNormalization``). The queue is float64.
         use_gamma, use_beta, initial_gamma, initial_beta: as in ``L.BatchNormalization``.
         activation: None, or ``'relu'`` for Eq. 40 (ReLU per component, fused into the layer).
         affine: ``'output'`` (gamma * xhat + beta after Eq. 34, default) or ``'statistics'``
@@ -89,6 +91,8 @@ class MixtureNormalization(chainer.Link):
                      'min_weight', 'sample_fraction', 'activation', 'affine', 'inference',
                      'reg_covar')
     _shape_options = ('size', 'n_components', 'queue_length')
+    _queue_names = ('queue_weights', 'queue_means', 'queue_variances',
+                    'queue_fit_weights', 'queue_fit_means', 'queue_fit_variances')
 
     def __init__(self, size, n_components=3, em_iters=2, eps=2e-5, queue_length=10,
                  queue_decay=0.9, min_weight=0.01, sample_fraction=1.0, dtype=None,
@@ -110,15 +114,19 @@ class MixtureNormalization(chainer.Link):
                                activation=activation, affine=affine, inference=inference,
                                reg_covar=reg_covar))
         self._rng = numpy.random.default_rng(seed)
-        dtype = chainer.get_dtype(dtype)
+        # Under chainer.mixed16 parameters and statistics stay float32, as in L.BatchNormalization
+        dtype = chainer.get_dtype(dtype, map_mixed16=numpy.float32)
         self._dtype = dtype
 
+        # The queue is float64 whatever the layer's dtype: a float32 mean far from the origin
+        # is off by half a float32 unit of its magnitude, which test mode would inherit.
         shape_t = (self.queue_length, self.n_components)
-        self.queue_weights = numpy.zeros(shape_t, dtype=dtype)
-        self.queue_means = numpy.zeros(shape_t + (self.size,), dtype=dtype)
-        self.queue_variances = numpy.ones(shape_t + (self.size,), dtype=dtype)
+        for prefix in ('queue_', 'queue_fit_'):
+            setattr(self, prefix + 'weights', numpy.zeros(shape_t, numpy.float64))
+            setattr(self, prefix + 'means', numpy.zeros(shape_t + (self.size,), numpy.float64))
+            setattr(self, prefix + 'variances', numpy.ones(shape_t + (self.size,), numpy.float64))
         self.queue_count = 0
-        for name in ('queue_weights', 'queue_means', 'queue_variances', 'queue_count'):
+        for name in self._queue_names + ('queue_count',):
             self.register_persistent(name)
 
         add_scale_shift(self, dtype, use_gamma, use_beta, initial_gamma, initial_beta)
@@ -156,9 +164,8 @@ class MixtureNormalization(chainer.Link):
         return {name: getattr(self, name) for name in self._option_names}
 
     def serialize(self, serializer):
-        saved = serializer('mn_options', json.dumps(self.options(), sort_keys=True))
-        if isinstance(serializer, chainer.Deserializer) and saved is not None:
-            options = json.loads(str(saved))
+        options = _serialize_json(serializer, 'mn_options', self.options())
+        if options is not None:
             for name in self._shape_options:
                 if options[name] != getattr(self, name):
                     raise ValueError(
@@ -167,11 +174,23 @@ class MixtureNormalization(chainer.Link):
                         f'saved options: {options}')
             self._set_options(options)
         # The k-means++/subsampling generator, so a resumed run draws what it would have drawn.
-        rng_state = serializer('mn_rng_state', json.dumps(self._rng.bit_generator.state))
-        if isinstance(serializer, chainer.Deserializer) and rng_state is not None:
-            self._rng.bit_generator.state = json.loads(str(rng_state))
-        super().serialize(serializer)
+        rng_state = _serialize_json(serializer, 'mn_rng_state', self._rng.bit_generator.state)
+        if rng_state is not None:
+            self._rng.bit_generator.state = rng_state
+        if not isinstance(serializer, chainer.Deserializer):
+            super().serialize(serializer)
+            return
+        super().serialize(_SkipMissing(serializer, self._queue_names[3:]))
         self.queue_count = int(self.queue_count)
+        if self.queue_count and not bool((self.queue_fit_weights[-1] > 0).any()):
+            # a snapshot of version 0.1 has no fitted mixtures in its queue: until training
+            # refills it, test mode takes the posteriors from the statistics (+ the fit's floor)
+            warnings.warn('MixtureNormalization: the loaded queue has no fitted mixtures (a '
+                          'snapshot of mixnorm-chainer 0.1); test-mode posteriors use its '
+                          'statistics until training refills the queue', stacklevel=2)
+            self.queue_fit_weights[...] = self.queue_weights
+            self.queue_fit_means[...] = self.queue_means
+            self.queue_fit_variances[...] = self.queue_variances + self.reg_covar
 
     # -- introspection -------------------------------------------------------------------
     @property
@@ -195,20 +214,18 @@ class MixtureNormalization(chainer.Link):
         return queue_normalization(
             x, gamma, beta, self.queue_weights, self.queue_means, self.queue_variances,
             self.queue_count, self.queue_decay, self.eps, self.inference, self.affine,
-            self.activation)
+            self.activation,
+            fit=(self.queue_fit_weights, self.queue_fit_means, self.queue_fit_variances))
 
     def _forward_train(self, x, xa, gamma, beta, rows=None, reduction=LOCAL):
         """Fit the batch's GMM, normalize (Eq. 34-36), push onto the queue. ``reduction``:
         where the batch's rows are (:class:`~mixnorm_chainer.multi_node.AllReduce` for the
         synchronized multi-node layer, which also passes its already checked ``rows``)."""
-        xp = self.xp
         if rows is None:
             rows = to_rows(xa).astype(compute_dtype(xa.dtype), copy=False)
-            if not bool(xp.isfinite(rows).all()):
-                raise ValueError(
-                    'MixtureNormalization got non-finite input (NaN or inf) in training mode, '
-                    f'shape {xa.shape}: the mixture cannot be fitted; the layer state is '
-                    'unchanged')
+            problem = rows_problem(rows, self.reg_covar)
+            if problem is not None:
+                raise ValueError(training_input_error(problem, xa.shape))
         gmm = fit_gmm(rows, self.n_components, kmeans_iters=self.kmeans_iters,
                       em_iters=self.gmm_em_iters, seed=self._rng,
                       sample_fraction=self.sample_fraction, min_weight=self.min_weight,
@@ -220,8 +237,61 @@ class MixtureNormalization(chainer.Link):
         y, = node.apply((x, gamma, beta))
         self.last_fit = gmm
         self.last_statistics = node.statistics
-        push((self.queue_weights, self.queue_means, self.queue_variances),
-             [s.astype(self._dtype, copy=False) for s in node.statistics])
+        for queue, mixture in (
+                ((self.queue_weights, self.queue_means, self.queue_variances),
+                 (node.statistics.weights, _uncentred(node.centred_means, node.center),
+                  node.statistics.variances)),
+                ((self.queue_fit_weights, self.queue_fit_means, self.queue_fit_variances),
+                 (gmm.weights, _uncentred(gmm.centred_means, gmm.center), gmm.variances))):
+            push(queue, [a.astype(numpy.float64, copy=False) for a in mixture])
         self.queue_count = min(self.queue_count + 1, self.queue_length)
         return y
+
+
+def _uncentred(centred_means, center):
+    """``centred_means + center`` in float64 (exact for float32 parts)."""
+    if center is None:
+        return centred_means
+    return centred_means.astype(numpy.float64) + center.astype(numpy.float64)
+
+
+def training_input_error(problem, shape):
+    """The ValueError message for training-mode input the mixture cannot be fitted to."""
+    return (f'MixtureNormalization (training mode, input shape {tuple(shape)}): {problem}; the '
+            'mixture cannot be fitted and the layer state is unchanged')
+
+
+class _SkipMissing:
+    """A deserializer that leaves the ``optional`` keys unchanged when the file lacks them."""
+
+    def __init__(self, deserializer, optional):
+        self.deserializer = deserializer
+        self.optional = optional
+
+    def __call__(self, key, value):
+        try:
+            return self.deserializer(key, value)
+        except KeyError:
+            if key not in self.optional:
+                raise
+            return value
+
+
+def _serialize_json(serializer, key, value):
+    """Save ``value`` as UTF-8 JSON bytes (a uint8 array: npz and HDF5 both store it); when
+    loading, return the saved value (also from the str of snapshots before 0.2), or None."""
+    if not isinstance(serializer, chainer.Deserializer):
+        serializer(key, numpy.frombuffer(json.dumps(value, sort_keys=True).encode(), numpy.uint8))
+        return None
+    saved = serializer(key, None)
+    if saved is None:
+        return None
+    saved = numpy.asarray(saved)
+    if saved.dtype == numpy.uint8:
+        text = saved.tobytes().decode()
+    elif saved.dtype.kind == 'S':
+        text = saved.item().decode()
+    else:
+        text = str(saved.item() if saved.ndim == 0 else saved)
+    return json.loads(text)
 

@@ -15,8 +15,10 @@ Every cross-row quantity of the fit and of the transform is a sum over rows (Sec
   the row (the others contribute zeros) and one all-reduce delivers it to all;
 * Lloyd k-means: per-centre row counts and coordinate sums, ``K (D + 1)`` numbers;
 * EM (Eq. 31 E-step locally; M-step): ``sum_i nu_ik``, ``sum_i nu_ik x_i``,
-  ``sum_i nu_ik x_i^2``, ``K (2D + 1)`` numbers per iteration;
-* the transform's statistics (Eq. 35-36): the same ``K (2D + 1)`` sums under the final nu;
+  ``sum_i nu_ik x_i^2``, ``K (2D + 1)`` numbers per iteration (plus a second all-reduce of the
+  centred ``sum_i nu_ik (x_i - mu_k)^2`` for components far from the batch mean, and for all
+  of them on the GPU; see :func:`mixnorm_chainer.gmm.component_moments`);
+* the transform's statistics (Eq. 35-36): the same sums under the final nu;
 * the backward pass: ``P_k = sum_i dL/dz^k_i`` and ``Q_k = sum_i dL/dz^k_i x_i``, ``2 K D``
   numbers (the gradient through mu_k and sigma_k^2 needs them; see
   :class:`~mixnorm_chainer.functions.MixtureNormalizationGrad`).
@@ -39,7 +41,8 @@ from chainer.backend import get_array_module
 from chainer.backends import cuda
 
 from mixnorm_chainer.functions import check_input, compute_dtype, to_rows
-from mixnorm_chainer.links import MixtureNormalization, scale_shift
+from mixnorm_chainer.gmm import rows_problem
+from mixnorm_chainer.links import MixtureNormalization, scale_shift, training_input_error
 
 
 class CommunicationLog:
@@ -222,10 +225,9 @@ class MultiNodeMixtureNormalization(MixtureNormalization):
         try:
             check_input(xa, self.size)
             rows = to_rows(xa).astype(compute_dtype(xa.dtype), copy=False)
-            if not bool(self.xp.isfinite(rows).all()):
-                error = ('non-finite input (NaN or inf) in training mode, shape {}: the '
-                         'mixture cannot be fitted; the layer state is unchanged'
-                         .format(xa.shape))
+            problem = rows_problem(rows, self.reg_covar, self.comm.size * rows.shape[0])
+            if problem is not None:
+                error = training_input_error(problem, xa.shape)
         except ValueError as e:
             error = str(e)
         reduction = AllReduce.agree(self.comm, 0 if rows is None else rows.shape[0], error,

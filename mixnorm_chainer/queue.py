@@ -1,8 +1,8 @@
 """The parameter queue and test-mode mixture normalization (Section 3.2, Eq. 38-39).
 
-During training each MN layer keeps the last T mixtures ``theta_t = (lambda^t, mu^t, sigma^t)``
-(t = 0 oldest ... T-1 newest; ``(2KC + K) T`` values). At test time a row x is normalized
-against all T*K components at once, each queue entry weighted by its decay factor (Eq. 39)
+During training each MN layer keeps the last T mixtures (t = 0 oldest ... T-1 newest). At test
+time a row x is normalized against all T*K components at once, each queue entry weighted by
+its decay factor (Eq. 39)
 
     tau^t = (1 - zeta) / (1 - zeta^T) * zeta^(T - t - 1),
 
@@ -10,19 +10,32 @@ with posterior ``rho_tk(x) = tau^t lambda_k^t p_k^t(x) / sum_{q,j} tau^q lambda_
 
 Eq. 38 as printed scales each term by ``1 / sqrt(tau^t lambda_k^t)``. When all T entries are
 equal, rho_tk = tau^t nu_k(x), so the printed form returns ``sum_t sqrt(tau^t)`` times the
-training transform (3.127 for T = 10, zeta = 0.9; PAPER-NOTES 6), while scaling by
-``1 / sqrt(lambda_k^t)`` returns exactly the training transform (sum_t tau^t = 1):
+training transform (3.127 for T = 10, zeta = 0.9), while scaling by ``1 / sqrt(lambda_k^t)``
+returns exactly the training transform (sum_t tau^t = 1):
 
     xhat = sum_t sum_k rho_tk(x) / sqrt(lambda_k^t) * (x - mu_k^t) / sqrt(sigma_k^t^2 + eps).
 
 That consistent form is the default (``form='consistent'``); ``form='printed'`` is Eq. 38
 verbatim. Before the queue is full the entries present are used and tau is renormalized over
-them (PAPER-NOTES 7). Component densities use ``sigma^2 + eps``, the variance the training
-transform divides by. The gradient w.r.t. x stops at rho, as it stops at nu in training.
+them.
 
-A non-finite entry of x does not reach other rows, nor other channels of its own row: the
-posterior of a row is computed from its finite channels only (the diagonal GMM's marginal),
-and the non-finite entry stays non-finite in the output.
+What a queue entry holds. A training step normalizes with two mixtures: the fitted GMM
+(weights, means and variances with the fit's variance floor) gives the responsibilities nu
+(Eq. 31), and the statistics of Eq. 35-36 computed from nu give lambda, mu, sigma^2 of the
+transform. The two differ by one M-step unless EM has converged. The layer therefore pushes
+both: ``statistics`` (Eq. 35-36, used in the normalizing factors) and ``fit`` (the GMM, used in
+the posteriors rho). With one entry (or T equal entries), test mode then reproduces the
+training output of that batch exactly. Without ``fit`` the posteriors use the statistics with
+``sigma^2 + eps`` (a single mixture per entry, as the paper's queue of ``(2KC + K) T`` values).
+
+The gradient w.r.t. x stops at rho, as it stops at nu in training.
+
+Numerics: rows and means are centred on the queue's mean before the Gaussian quadratic forms
+are expanded (and components far from that centre are evaluated as written), so float32
+posteriors hold for data far from the origin. A non-finite entry of x, or one so large that
+its squared distances would overflow, does not reach other rows, nor other channels of its own
+row: the posterior of a row is computed from its other channels only (the diagonal GMM's
+marginal); the entry itself is normalized as usual (NaN/inf stay NaN/inf).
 """
 import numpy
 from chainer.backend import get_array_module
@@ -33,7 +46,7 @@ from mixnorm_chainer.functions import (
     inv_sqrt_weights,
     to_rows,
 )
-from mixnorm_chainer.gmm import LOG_2PI, logsumexp
+from mixnorm_chainer.gmm import LOG_2PI, far_components, logsumexp
 
 INFERENCE_FORMS = ('consistent', 'printed')
 
@@ -50,59 +63,145 @@ def decay_weights(n_present, queue_length, decay):
     return tau / tau.sum()
 
 
-def push(queue, statistics):
+def push(queue, mixture):
     """Append one mixture to the queue arrays (in place), dropping the oldest entry.
 
     Args:
         queue: ``(weights (T, K), means (T, K, C), variances (T, K, C))``.
-        statistics: ``(lambda (K',), mu (K', C), sigma^2 (K', C))`` with K' <= K; the
+        mixture: ``(lambda (K',), mu (K', C), sigma^2 (K', C))`` with K' <= K; the
             missing (pruned) components are stored with weight 0.
     """
-    for q, new, fill in zip(queue, statistics, (0, 0, 1)):
+    for q, new, fill in zip(queue, mixture, (0, 0, 1)):
         q[:-1] = q[1:].copy()
         q[-1] = fill
         q[-1, :new.shape[0]] = new
 
 
-def masked_log_gaussian_prob(X, means, variances):
-    """``log N(x_i | mu_j, sigma_j^2)`` (m, J) over the finite channels of each row only."""
-    xp = get_array_module(X)
-    finite = xp.isfinite(X)
-    mask = finite.astype(X.dtype)
-    X0 = xp.where(finite, X, 0)
-    precisions = 1.0 / variances
-    quad = mask @ ((means * means) * precisions).T - 2 * (X0 @ (means * precisions).T) \
-        + (X0 * X0) @ precisions.T
-    log_det = mask @ (xp.log(variances) + LOG_2PI).T
-    return -0.5 * (log_det + quad)
+def queue_components(weights, means, variances, n_present):
+    """The T'*K components of the newest ``n_present`` entries, flattened (oldest first).
 
-
-def queue_mixture(weights, means, variances, n_present, decay, eps):
-    """The T'*K components of the newest ``n_present`` entries, flattened.
-
-    Returns ``(tau (J,), lambda (J,), mu (J, C), sigma^2 + eps (J, C))`` with J = T'*K;
-    pruned components have lambda = 0 and so take no part.
+    Returns ``(lambda (J,), mu (J, C), sigma^2 (J, C))`` with J = T'*K; pruned components have
+    lambda = 0.
     """
-    xp = get_array_module(weights)
+    sl = slice(weights.shape[0] - n_present, weights.shape[0])
+    C = means.shape[-1]
+    return weights[sl].reshape(-1), means[sl].reshape(-1, C), variances[sl].reshape(-1, C)
+
+
+def masked_log_gaussian_prob(X, means, variances):
+    """``log N(x_i | mu_j, sigma_j^2)`` (m, J) over the usable channels of each row only.
+
+    An entry is unusable when it is NaN/inf or so large that its squared distance to the means
+    would overflow (see :func:`usable_entries`). X and means should be centred (on a common
+    point); components far from that point are evaluated as written.
+    """
+    xp = get_array_module(X)
+    usable = usable_entries(X, means, variances)
+    if usable is None:                                  # every entry usable (the usual case)
+        X0, mask = X, None
+    else:
+        X0, mask = xp.where(usable, X, 0), usable.astype(X.dtype)
+    precisions = 1.0 / variances
+    log_det = xp.log(variances) + LOG_2PI
+    far = far_components(means, variances)
+    log_prob = xp.empty((X.shape[0], means.shape[0]), dtype=X.dtype)
+    near = numpy.flatnonzero(~far)
+    if near.size:
+        idx = near if near.size < means.shape[0] else slice(None)
+        mu, prec = means[idx], precisions[idx]
+        quad = (X0 * X0) @ prec.T
+        quad -= 2 * (X0 @ (mu * prec).T)
+        constant = (mu * mu) * prec + log_det[idx]
+        quad += constant.sum(axis=1) if mask is None else mask @ constant.T
+        log_prob[:, idx] = quad
+    for j in numpy.flatnonzero(far):
+        d = X0 - means[j]
+        if mask is not None:
+            d *= mask
+        d *= d
+        log_prob[:, j] = d @ precisions[j] + (log_det[j].sum() if mask is None
+                                              else mask @ log_det[j])
+    log_prob *= -0.5
+    return log_prob
+
+
+def usable_entries(X, means, variances):
+    """Entries of X that enter the posterior (boolean (m, C)), or None when all do: finite,
+    and small enough that ``sum_c (x_c - mu_c)^2 / sigma_c^2`` stays finite in X's dtype for
+    every component. On the CPU the common all-usable case is detected first (two reductions,
+    no mask)."""
+    xp = get_array_module(X)
+    max_prec = (1.0 / variances).max()
+    limit = xp.sqrt(numpy.finfo(X.dtype).max / (8.0 * X.shape[1] * max_prec)) \
+        - xp.abs(means).max()
+    if xp is numpy and X.size and -limit <= X.min() and X.max() <= limit:
+        return None
+    return xp.abs(X) <= limit
+
+
+def queue_posterior(X, weights, means, variances, n_present, decay, eps, fit=None, shift=None):
+    """rho (m, J) of Eq. 38 for rows X (m, C) over the J = n_present*K newest components.
+
+    ``rho_j(x) = tau_j lambda_j p_j(x) / sum_q tau_q lambda_q p_q(x)`` with the densities of the
+    fitted mixtures ``fit`` (or, when None, of the statistics with ``sigma^2 + eps``); a
+    component whose statistics have no mass takes no part. Rows and means are centred on
+    ``shift`` (default: :func:`queue_centre`), the means in the queue's dtype, before anything
+    is computed in X's dtype. A row with no usable channel gets the prior.
+    """
+    xp = get_array_module(X)
+    tau = _decay(weights, n_present, decay)
+    lam, mu, var = queue_components(weights, means, variances, n_present)
+    if shift is None:
+        shift = queue_centre(tau, lam, mu).astype(X.dtype)
+    if fit is None:
+        post_lam, post_mu, post_var = lam, mu, var + eps
+    else:
+        post_lam, post_mu, post_var = queue_components(*fit, n_present)
+        post_lam = xp.where(lam > 0, post_lam, 0)
+    with numpy.errstate(divide='ignore'):
+        log_prior = xp.log(tau * post_lam).astype(X.dtype)
+    weighted = masked_log_gaussian_prob(X - shift, _centred(post_mu, shift),
+                                        post_var.astype(X.dtype))
+    weighted += log_prior[None, :]
+    return xp.exp(weighted - logsumexp(weighted, axis=1)[:, None])
+
+
+def queue_centre(tau, weights, means):
+    """The mean of the queue's mixture, ``sum_j tau_j lambda_j mu_j / sum_j tau_j lambda_j``."""
+    prior = tau * weights
+    return (prior[:, None] * means).sum(axis=0) / prior.sum()
+
+
+def _decay(weights, n_present, decay):
+    """tau of Eq. 39 repeated for the K components of each entry (J,), in the queue's dtype."""
     T, K = weights.shape
-    sl = slice(T - n_present, T)
-    tau = xp.asarray(numpy.repeat(decay_weights(n_present, T, decay), K), dtype=weights.dtype)
-    return (tau, weights[sl].reshape(-1), means[sl].reshape(-1, means.shape[-1]),
-            variances[sl].reshape(-1, means.shape[-1]) + eps)
+    tau = numpy.repeat(decay_weights(n_present, T, decay), K)
+    return get_array_module(weights).asarray(tau, dtype=weights.dtype)
+
+
+def _centred(means, shift):
+    """``means - shift`` computed in the means' dtype, then cast to the shift's."""
+    return (means - shift.astype(means.dtype)).astype(shift.dtype)
 
 
 def queue_normalization(x, gamma, beta, weights, means, variances, n_present, decay, eps,
-                        form='consistent', affine='output', activation=None):
+                        form='consistent', affine='output', activation=None, fit=None):
     """Test-mode mixture normalization over a parameter queue (Eq. 38-39).
 
     Args:
         x: (N, C, ...) Variable or array.
         gamma, beta: (C,) scale and shift, as in training.
-        weights, means, variances: the queue, (T, K), (T, K, C), (T, K, C), oldest first.
+        weights, means, variances: the queue of the transform's statistics (Eq. 35-36),
+            (T, K), (T, K, C), (T, K, C), oldest first (any float dtype; the link keeps them
+            in float64).
         n_present: how many of the newest entries hold mixtures (1..T).
         decay: zeta of Eq. 39.
+        eps: added to the statistics' variances in the normalizing factors (Eq. 35).
         form: ``'consistent'`` (default, 1/sqrt(lambda)) or ``'printed'`` (Eq. 38 verbatim,
             1/sqrt(tau lambda)).
+        fit: None, or the queue of fitted GMMs ``(weights, means, variances)`` (same shapes)
+            whose densities give the posteriors rho (what the link stores). With None the
+            posteriors use the statistics with ``sigma^2 + eps``.
     """
     if form not in INFERENCE_FORMS:
         raise ValueError(f'form must be one of {INFERENCE_FORMS}; got {form!r}')
@@ -110,18 +209,14 @@ def queue_normalization(x, gamma, beta, weights, means, variances, n_present, de
     xp = get_array_module(xa)
     dtype = compute_dtype(xa.dtype)
     X = to_rows(xa).astype(dtype, copy=False)
-    tau, lam, mu, var_eff = (a.astype(dtype, copy=False) for a in
-                             queue_mixture(weights, means, variances, n_present, decay, eps))
-    with numpy.errstate(divide='ignore'):
-        log_prior = xp.log(tau * lam)
-    weighted = masked_log_gaussian_prob(X, mu, var_eff) + log_prior[None, :]
-    rho = xp.exp(weighted - logsumexp(weighted, axis=1)[:, None])
-    prior = tau * lam
-    weight = lam if form == 'consistent' else prior
-    coef = rho * inv_sqrt_weights(weight)[None, :]
-    shift = (prior[:, None] * mu).sum(axis=0) / prior.sum()
+    tau = _decay(weights, n_present, decay)
+    lam, mu, var = queue_components(weights, means, variances, n_present)
+    shift = queue_centre(tau, lam, mu).astype(dtype)
+    rho = queue_posterior(X, weights, means, variances, n_present, decay, eps, fit, shift)
+    weight = lam if form == 'consistent' else tau * lam
+    coef = rho * inv_sqrt_weights(weight).astype(dtype)[None, :]
     node = MixtureNormalizationFunction(
         None, eps, affine, activation, rows=X,
-        fixed=(coef, xp.sqrt(weight), mu, var_eff - eps, shift))
+        fixed=(coef, xp.sqrt(weight), _centred(mu, shift), var, shift))
     y, = node.apply((x, gamma, beta))
     return y

@@ -125,27 +125,37 @@ def decay_weights(n_present, queue_length, decay):
     return [t / total for t in tau]
 
 
-def queue_posterior(X, weights, means, variances, n_present, decay, eps):
-    """rho_tk(x) of Eq. 38 (m, n_present*K), entries oldest first; densities use sigma^2 + eps."""
+def queue_posterior(X, weights, means, variances, n_present, decay, eps, fit=None):
+    """rho_tk(x) of Eq. 38 (m, n_present*K), entries oldest first.
+
+    The densities are those of the fitted mixtures ``fit = (weights, means, variances)`` when
+    given (variances as stored), else of the statistics with sigma^2 + eps; a component whose
+    statistics weight is 0 takes no part.
+    """
     torch = require_torch()
     T, K = weights.shape
+    if fit is None:
+        fit = (weights, means, variances + eps)
+    fit_w, fit_mu, fit_var = fit
     log_terms = []
     for t, tau in zip(range(T - n_present, T), decay_weights(n_present, T, decay)):
         for k in range(K):
-            var = variances[t, k] + eps
-            log_n = -0.5 * (torch.log(2 * math.pi * var) + (X - means[t, k]) ** 2 / var).sum(dim=1)
-            log_terms.append(torch.log(tau * weights[t, k]) + log_n)
+            var = fit_var[t, k]
+            log_n = -0.5 * (torch.log(2 * math.pi * var) + (X - fit_mu[t, k]) ** 2 / var).sum(dim=1)
+            prior = tau * fit_w[t, k] if weights[t, k] > 0 else torch.zeros_like(fit_w[t, k])
+            log_terms.append(torch.log(prior) + log_n)
     return torch.softmax(torch.stack(log_terms, dim=1), dim=1)
 
 
 def queue_normalization(x, gamma, beta, weights, means, variances, n_present, decay, eps=2e-5,
-                        form='consistent', affine='output', activation=None):
+                        form='consistent', affine='output', activation=None, fit=None):
     """Test-mode MN over a queue (Eq. 38-39); rho and the queue statistics are constants.
 
     ``xhat = sum_tk rho_tk / sqrt(s_tk) * (x - mu_tk) / sqrt(sigma_tk^2 + eps)`` with
     ``s_tk = lambda_tk`` (``form='consistent'``) or ``tau_t lambda_tk`` (``'printed'``); the
     output affine is ``gamma * xhat + beta`` (each term ``gamma a_tk xhat^tk + rho_tk beta``,
-    rectified per term for Eq. 40). Queue arrays: (T, K), (T, K, C), (T, K, C), oldest first.
+    rectified per term for Eq. 40). Queue arrays: (T, K), (T, K, C), (T, K, C), oldest first;
+    ``fit``: the fitted mixtures for the posterior (see :func:`queue_posterior`).
     """
     torch = require_torch()
     cdt = _compute_dtype(torch, x.dtype)
@@ -153,9 +163,11 @@ def queue_normalization(x, gamma, beta, weights, means, variances, n_present, de
     g, b = gamma.to(cdt), beta.to(cdt)
     weights, means, variances = (torch.as_tensor(a).detach().to(device=X.device, dtype=cdt)
                                  for a in (weights, means, variances))
+    if fit is not None:
+        fit = [torch.as_tensor(a).detach().to(device=X.device, dtype=cdt) for a in fit]
     T, K = weights.shape
     with torch.no_grad():
-        rho = queue_posterior(X, weights, means, variances, n_present, decay, eps)
+        rho = queue_posterior(X, weights, means, variances, n_present, decay, eps, fit)
     out = torch.zeros_like(X)
     j = 0
     for t, tau in zip(range(T - n_present, T), decay_weights(n_present, T, decay)):
@@ -223,6 +235,10 @@ def _grads(torch, y, gy, leaves):
     return [leaf.grad for leaf in leaves]
 
 
+def _queue(torch, inputs, prefix):
+    return [torch.as_tensor(inputs[prefix + k]) for k in ('weights', 'means', 'variances')]
+
+
 def _np(t):
     return t.detach().cpu().numpy()
 
@@ -248,11 +264,10 @@ def crosscheck_impl(case, inputs):
             y = mixture_normalization(x, gamma, beta, torch.as_tensor(inputs['nu']),
                                       opt['eps'], opt['affine'], opt['activation'])
         else:
-            y = queue_normalization(x, gamma, beta, torch.as_tensor(inputs['queue_weights']),
-                                    torch.as_tensor(inputs['queue_means']),
-                                    torch.as_tensor(inputs['queue_variances']),
+            y = queue_normalization(x, gamma, beta, *_queue(torch, inputs, 'queue_'),
                                     opt['n_present'], opt['decay'], opt['eps'], opt['form'],
-                                    opt['affine'], opt['activation'])
+                                    opt['affine'], opt['activation'],
+                                    fit=_queue(torch, inputs, 'queue_fit_'))
         gx, ggamma, gbeta = _grads(torch, y, inputs['gy'], (x, gamma, beta))
         out = {'y': _np(y), 'gx': _np(gx), 'ggamma': _np(ggamma), 'gbeta': _np(gbeta)}
         X = to_rows(x.detach()).to(_compute_dtype(torch, x.dtype))
@@ -260,10 +275,10 @@ def crosscheck_impl(case, inputs):
             stats = component_statistics(X, torch.as_tensor(inputs['nu']).to(X.dtype))
             out.update(zip(('weights', 'means', 'variances'), map(_np, stats)))
         else:
-            queue = (torch.as_tensor(inputs[k]).to(X.dtype) for k in
-                     ('queue_weights', 'queue_means', 'queue_variances'))
+            queue = [a.to(X.dtype) for a in _queue(torch, inputs, 'queue_')]
+            fit = [a.to(X.dtype) for a in _queue(torch, inputs, 'queue_fit_')]
             out['posterior'] = _np(queue_posterior(X, *queue, opt['n_present'], opt['decay'],
-                                                   opt['eps']))
+                                                   opt['eps'], fit))
         return out
     if kind == 'gmm_em':
         X = torch.as_tensor(inputs['X'])
@@ -308,9 +323,12 @@ def build_cifar_cnn(state_dict, meta):
             self.options = options
             self.weight = nn.Parameter(torch.ones(size, dtype=torch.float64))
             self.bias = nn.Parameter(torch.zeros(size, dtype=torch.float64))
-            self.register_buffer('queue_weights', torch.zeros(queue_length, n_components))
-            self.register_buffer('queue_means', torch.zeros(queue_length, n_components, size))
-            self.register_buffer('queue_variances', torch.ones(queue_length, n_components, size))
+            for prefix in ('queue_', 'queue_fit_'):
+                self.register_buffer(prefix + 'weights', torch.zeros(queue_length, n_components))
+                self.register_buffer(prefix + 'means',
+                                     torch.zeros(queue_length, n_components, size))
+                self.register_buffer(prefix + 'variances',
+                                     torch.ones(queue_length, n_components, size))
             self.register_buffer('queue_count', torch.tensor(0, dtype=torch.int64))
 
         def forward(self, x):
@@ -320,7 +338,9 @@ def build_cifar_cnn(state_dict, meta):
             return queue_normalization(x, self.weight, self.bias, self.queue_weights,
                                        self.queue_means, self.queue_variances,
                                        int(self.queue_count), o['queue_decay'], o['eps'],
-                                       o['inference'], o['affine'], o['activation'])
+                                       o['inference'], o['affine'], o['activation'],
+                                       fit=(self.queue_fit_weights, self.queue_fit_means,
+                                            self.queue_fit_variances))
 
     layers = (('conv1', 64, 5, 2), ('conv2', 128, 5, 2), ('conv3', 128, 5, 2),
               ('conv4', 256, 3, 1))

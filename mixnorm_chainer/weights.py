@@ -28,8 +28,13 @@ MixtureNormalization beta  ``bias``            (C,)                             
 MN ``queue_weights``       ``queue_weights``   (T, K) lambda, oldest entry first     buffer
 MN ``queue_means``         ``queue_means``     (T, K, C) mu                          buffer
 MN ``queue_variances``     ``queue_variances`` (T, K, C) sigma^2 (without eps)       buffer
+MN ``queue_fit_weights``   same name           (T, K) the fitted GMMs' weights        buffer
+MN ``queue_fit_means``     same name           (T, K, C) their means                 buffer
+MN ``queue_fit_variances`` same name           (T, K, C) their variances (floored)   buffer
 MN ``queue_count``         ``queue_count``     () int64, entries filled (newest last) buffer
 =========================  ==================  ====================================  ============
+
+The MN queue arrays are float64 whatever the model's dtype (as the link keeps them).
 
 Chainer's BN defaults differ from torch's: build ``BatchNorm2d(C, eps=2e-5, momentum=0.1)``
 (Chainer's ``decay=0.9``); the metadata records each BN layer's eps and decay. Chainer's
@@ -46,7 +51,7 @@ import numpy
 from mixnorm_chainer.links import MixtureNormalization
 
 FORMAT = 'mixnorm-chainer torch-style state dict'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_KEY = '__metadata__'
 
 _PARAMS = {
@@ -58,8 +63,8 @@ _PARAMS = {
 _PERSISTENTS = {
     L.BatchNormalization: {'avg_mean': 'running_mean', 'avg_var': 'running_var',
                            'N': 'num_batches_tracked'},
-    MixtureNormalization: {'queue_weights': 'queue_weights', 'queue_means': 'queue_means',
-                           'queue_variances': 'queue_variances', 'queue_count': 'queue_count'},
+    MixtureNormalization: {name: name for name in MixtureNormalization._queue_names
+                           + ('queue_count',)},
 }
 _INTEGER_PERSISTENTS = ('N', 'queue_count')
 

@@ -90,24 +90,28 @@ def decay_weights(T, zeta):
 
 
 def queue_normalization(x, gamma, beta, weights, means, variances, zeta, eps=2e-5,
-                        form='consistent', activation=None):
+                        form='consistent', activation=None, fit=None):
     """Eq. 38 with explicit loops over (t, k); densities from scipy.stats.norm.
 
     ``form='printed'`` uses 1/sqrt(tau^t lambda_k^t) as printed; 'consistent' 1/sqrt(lambda_k^t).
     All T entries of the queue are used (a full queue). With ``activation='relu'`` each term is
-    rectified as in Eq. 40: ``sum_tk ReLU(gamma a_tk xhat^tk + rho_tk beta)``.
+    rectified as in Eq. 40: ``sum_tk ReLU(gamma a_tk xhat^tk + rho_tk beta)``. The posterior
+    uses the mixtures ``fit = (weights, means, variances)`` when given, else the statistics
+    with variances + eps.
     """
     x = numpy.asarray(x, dtype=numpy.float64)
     X = rows_of(x)
     T, K = weights.shape
     tau = decay_weights(T, zeta)
     sd = numpy.sqrt(variances + eps)
+    post_w, post_mu, post_sd = (weights, means, sd) if fit is None else \
+        (fit[0], fit[1], numpy.sqrt(fit[2]))
     log_joint = numpy.full((X.shape[0], T, K), -numpy.inf)
     for t in range(T):
         for k in range(K):
             if weights[t, k] > 0:
-                log_joint[:, t, k] = (numpy.log(tau[t] * weights[t, k]) + scipy.stats.norm.logpdf(
-                    X, means[t, k], sd[t, k]).sum(axis=1))
+                log_joint[:, t, k] = (numpy.log(tau[t] * post_w[t, k]) + scipy.stats.norm.logpdf(
+                    X, post_mu[t, k], post_sd[t, k]).sum(axis=1))
     post = numpy.exp(log_joint - scipy.special.logsumexp(log_joint, axis=(1, 2), keepdims=True))
     out = numpy.zeros_like(X)
     for t in range(T):

@@ -360,7 +360,8 @@ TORCH_NAMES = [
     ('conv3.weight', (128, 128, 5, 5)), ('conv3_norm.weight', (128,)),
     ('conv3_norm.bias', (128,)), ('conv3_norm.queue_weights', (10, 3)),
     ('conv3_norm.queue_means', (10, 3, 128)), ('conv3_norm.queue_variances', (10, 3, 128)),
-    ('conv3_norm.queue_count', ()),
+    ('conv3_norm.queue_fit_weights', (10, 3)), ('conv3_norm.queue_fit_means', (10, 3, 128)),
+    ('conv3_norm.queue_fit_variances', (10, 3, 128)), ('conv3_norm.queue_count', ()),
     ('conv4.weight', (256, 128, 3, 3)), ('conv4_norm.weight', (256,)),
     ('conv4_norm.bias', (256,)), ('conv4_norm.running_mean', (256,)),
     ('conv4_norm.running_var', (256,)), ('conv4_norm.num_batches_tracked', ()),
@@ -398,6 +399,8 @@ def test_state_dict_names_and_layouts_follow_torch(cnn_file):
     for key in state:
         if key.endswith(('num_batches_tracked', 'queue_count')):
             assert state[key].dtype == numpy.int64
+        elif '.queue_' in key:                     # the MN queue is float64 in any model
+            assert state[key].dtype == numpy.float64
         else:
             assert state[key].dtype == numpy.float32
     # Chainer's N counts only finetune passes (0 after ordinary training); it maps 1:1.

@@ -4,7 +4,10 @@ A model lists the names of its normalization layers; each named in ``mn_layers``
 :class:`~mixnorm_chainer.MixtureNormalization`, every other one a ``L.BatchNormalization``
 (``mn_layers=()`` is the all-BN baseline).
 """
+import zlib
+
 import chainer.links as L
+import numpy
 
 from mixnorm_chainer.gbn import GeneralizedBatchNormalization
 from mixnorm_chainer.links import MixtureNormalization
@@ -21,6 +24,18 @@ def check_mn_layers(mn_layers, valid_names):
     return mn_layers
 
 
+def layer_seed(seed, name):
+    """The seed of the random generator of MN layer ``name`` in a model built with ``seed``.
+
+    Each layer draws its own stream (k-means++ rows, subsample indices), derived from the model
+    seed and the layer name, so runs stay reproducible but layers with the same row count do
+    not draw the same rows. ``None`` (fresh OS entropy) stays None.
+    """
+    if seed is None:
+        return None
+    return numpy.random.SeedSequence(seed, spawn_key=(zlib.crc32(name.encode()),))
+
+
 class NormFactory:
     """Builds the normalization of a named layer.
 
@@ -32,7 +47,8 @@ class NormFactory:
         gbn_layers: names that get generalized batch normalization
             (:class:`~mixnorm_chainer.gbn.GeneralizedBatchNormalization`).
         gbn_options: its options, e.g. ``dict(deviation='cvar', alpha=0.75)``.
-        **mn_options: any other :class:`MixtureNormalization` option.
+        **mn_options: any other :class:`MixtureNormalization` option; ``seed`` is the model's
+            seed, from which each MN layer's own is derived (:func:`layer_seed`).
     """
 
     def __init__(self, mn_layers, n_components=3, em_iters=2, fused_relu=True, gbn_layers=(),
@@ -46,7 +62,9 @@ class NormFactory:
         self.n_components = n_components
         self.em_iters = em_iters
         self.fused_relu = fused_relu
+        self.seed = mn_options.pop('seed', None)
         self.mn_options = mn_options
+        self._built = {}
 
     def is_mn(self, name):
         return name in self.mn_layers
@@ -61,7 +79,11 @@ class NormFactory:
         if not self.is_mn(name):
             return L.BatchNormalization(size), False
         fuse = self.fused_relu and followed_by_relu
+        # several links may share a layer name (Inception's branches): number them
+        count = self._built[name] = self._built.get(name, -1) + 1
+        seed = layer_seed(self.seed, f'{name}#{count}' if count else name)
         link = MixtureNormalization(size, n_components=self.n_components,
                                     em_iters=self.em_iters,
-                                    activation='relu' if fuse else None, **self.mn_options)
+                                    activation='relu' if fuse else None, seed=seed,
+                                    **self.mn_options)
         return link, fuse
