@@ -42,6 +42,7 @@ import numpy
 from chainer import function_node
 from chainer.backend import get_array_module
 
+from mixnorm_chainer import gmm, kernels
 from mixnorm_chainer.gmm import (
     LOCAL,
     centering_shift,
@@ -161,21 +162,36 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
         x, gamma, beta = inputs
         xp = get_array_module(x)
         dtype = compute_dtype(x.dtype)
-        X = to_rows(x).astype(dtype, copy=False) if self.rows is None else self.rows
+        use_kernels = kernels.enabled(x)
+        if use_kernels:                   # the kernels read NCHW x directly: no rows
+            X = None
+        else:
+            X = to_rows(x).astype(dtype, copy=False) if self.rows is None else self.rows
         self.rows = None
         g = gamma.astype(dtype, copy=False)
         b = beta.astype(dtype, copy=False)
 
         if self.fixed is None:
             nu = xp.asarray(self.responsibilities).astype(dtype, copy=False)
-            shift = centering_shift(X) if self.shift is None else \
-                xp.asarray(self.shift).astype(dtype, copy=False)
-            if shift is None:
-                shift = xp.zeros(X.shape[1], dtype)
-                Xs = X
+            shift = None if self.shift is None else xp.asarray(self.shift).astype(dtype)
+            if use_kernels:
+                x3 = x.reshape(x.shape[0], x.shape[1], -1)
+                if shift is None:
+                    shift = kernels.centring_shift(x3).astype(dtype)
+                n, mu_s, var = gmm._component_moments_kernels(x3, nu.T, self.reduction,
+                                                              shift=shift)
+                lam = n / self.reduction.total(nu.shape[0])
+                nuhat = nu / xp.where(n > 0, n, 1)[None, :]
+                Xs = None
             else:
-                Xs = X - shift
-            lam, nuhat, mu_s, var = component_statistics(Xs, nu, self.reduction)
+                if shift is None:
+                    shift = centering_shift(X)
+                if shift is None:
+                    shift = xp.zeros(X.shape[1], dtype)
+                    Xs = X
+                else:
+                    Xs = X - shift
+                lam, nuhat, mu_s, var = component_statistics(Xs, nu, self.reduction)
             coef = nu * inv_sqrt_weights(lam)[None, :]
             scale = xp.sqrt(lam)
             self.statistics = ComponentStatistics(lam, mu_s + shift, var)
@@ -183,7 +199,7 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
         else:
             coef, scale, mu_s, var, shift = (xp.asarray(a).astype(dtype, copy=False)
                                              for a in self.fixed)
-            Xs = X - shift
+            Xs = None if use_kernels else X - shift
             nuhat = None
         self.responsibilities = None
 
@@ -201,11 +217,17 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
         # z^k = a_k (x - c_k) + e_k  (per channel):  a_k = g_out s_k,  e_k = sqrt(lam_k) b_out
         a = g_out[None, :] * s
         e = scale[:, None] * b_out[None, :]
+        relu = self.activation == 'relu'
+        self.saved = _Saved(x=x if use_kernels else None, shift=shift, Xs=Xs, nuhat=nuhat,
+                            coef=coef, scale=scale, mu_s=mu_s, var=var, s=s, c=c, a=a, e=e,
+                            g=g, var_active=var_active, x_shape=x.shape, x_dtype=x.dtype,
+                            g_dtype=gamma.dtype, b_dtype=beta.dtype)
+        if use_kernels:
+            return kernels.transform_forward(x, coef, a, c, e, shift, relu),
         # Components far from the centring shift (compared with their spread) are computed as
         # written, centred on c_k; the rest by (m, K) x (K, C) products (gmm.far_components)
-        far = far_components(c, 1 / (s * s), linear=True)
-
-        if self.activation == 'relu':
+        far = self.saved.far = far_components(c, 1 / (s * s), linear=True)
+        if relu:
             Y = xp.zeros_like(Xs)
             for k in range(coef.shape[1]):
                 z, _ = _component_input(Xs, a, c, e, far, k)
@@ -226,11 +248,6 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
                 z += e[k]
                 z *= coef[:, k:k + 1]
                 Y += z
-
-        self.saved = _Saved(Xs=Xs, nuhat=nuhat, coef=coef, scale=scale, mu_s=mu_s, var=var,
-                            s=s, c=c, a=a, e=e, far=far, g=g, var_active=var_active,
-                            x_shape=x.shape, x_dtype=x.dtype, g_dtype=gamma.dtype,
-                            b_dtype=beta.dtype)
         return from_rows(Y, x.shape).astype(x.dtype, copy=False),
 
     def backward(self, indexes, grad_outputs):
@@ -260,30 +277,17 @@ class MixtureNormalizationGrad(function_node.FunctionNode):
         gy, = inputs
         f, sv = self.f, self.f.saved
         xp = get_array_module(gy)
-        G = to_rows(gy).astype(sv.Xs.dtype, copy=False)
-        Xs, coef, s, c, a = sv.Xs, sv.coef, sv.s, sv.c, sv.a
+        coef, s, c, a = sv.coef, sv.s, sv.c, sv.a
+        relu = f.activation == 'relu'
         output_affine = f.affine == 'output'
         g_out = sv.g if output_affine else xp.ones_like(sv.g)
 
         # P_k = sum_i dL/dz^k_i, Q_k = sum_i dL/dz^k_i (x_i - c_k), gX = the direct term.
-        if f.activation == 'relu':
-            P = xp.empty_like(s)
-            Q = xp.empty_like(s)
-            gX = xp.zeros_like(Xs)
-            for k in range(coef.shape[1]):
-                z, xc = _component_input(Xs, a, c, sv.e, sv.far, k)
-                Gz = G * coef[:, k:k + 1]
-                Gz *= z > 0
-                P[k] = column_sums(Gz)
-                Q[k] = column_sums(Gz * xc)
-                if xc is Xs:
-                    Q[k] -= c[k] * P[k]
-                Gz *= a[k]
-                gX += Gz
+        if sv.x is not None:
+            P, Q = kernels.transform_gradient_sums(sv.x, gy, coef, a, c, sv.e, sv.shift, relu)
         else:
-            P = coef.T @ G
-            Q = _centred_sums(coef, G, Xs, c, P, sv.far)
-            gX = G * (coef @ a)
+            G = to_rows(gy).astype(sv.Xs.dtype, copy=False)
+            P, Q, gX = _gradient_sums(G, sv, relu)
         # S1_k = sum_i dL/dxhat^k_i, S2_k = sum_i dL/dxhat^k_i xhat^k_i  (per channel)
         xhat_moment = s * Q
         S1 = g_out * P
@@ -304,20 +308,17 @@ class MixtureNormalizationGrad(function_node.FunctionNode):
                 S2 = g_out * (s * Q)
             var_scale = sv.g[None, :] * sv.var_active if f.affine == 'statistics' else 1
             r = var_scale * s * s * S2
-            # dL/dx_i -= sum_k nuhat_ik (s_k S1_k + r_k (x_i - mu_k))
-            far = far_components(sv.mu_s, 1 / (s * s), linear=True)
-            near = numpy.flatnonzero(~far)
-            if near.size:
-                nh, rn = _columns(sv.nuhat, near), r[near]
-                gX -= nh @ (s[near] * S1[near] - rn * sv.mu_s[near])
-                gX -= Xs * (nh @ rn)
-            for k in numpy.flatnonzero(far):
-                t = Xs - sv.mu_s[k]
-                t *= r[k]
-                t += s[k] * S1[k]
-                t *= sv.nuhat[:, k:k + 1]
-                gX -= t
-        gx = from_rows(gX, sv.x_shape).astype(sv.x_dtype, copy=False)
+        if sv.x is not None:
+            if sv.nuhat is None:
+                gx = kernels.transform_backward(sv.x, gy, coef, a, c, sv.e, sv.shift, relu)
+            else:
+                gx = kernels.transform_backward(sv.x, gy, coef, a, c, sv.e, sv.shift, relu,
+                                                sv.nuhat, s * S1, r, sv.mu_s)
+        else:
+            if sv.nuhat is not None:
+                _statistics_term(gX, sv, s * S1, r)
+            gx = from_rows(gX, sv.x_shape)
+        gx = gx.astype(sv.x_dtype, copy=False)
         return gx, dg.astype(sv.g_dtype, copy=False), db.astype(sv.b_dtype, copy=False)
 
     def backward(self, indexes, grad_outputs):
@@ -325,6 +326,49 @@ class MixtureNormalizationGrad(function_node.FunctionNode):
             'double backpropagation (a gradient of a gradient, e.g. a gradient penalty) through '
             'mixture normalization is not supported; keep MN out of the layers it differentiates '
             '(e.g. use it in the generator only), see docs/numerics.md')
+
+
+def _gradient_sums(G, sv, relu):
+    """The xp path of the backward sums: ``(P, Q, gX)`` for upstream gradient rows G (see
+    :class:`MixtureNormalizationGrad`); far components are summed centred on c_k."""
+    xp = get_array_module(G)
+    Xs, coef, c, a = sv.Xs, sv.coef, sv.c, sv.a
+    if relu:
+        P = xp.empty_like(c)
+        Q = xp.empty_like(c)
+        gX = xp.zeros_like(Xs)
+        for k in range(coef.shape[1]):
+            z, xc = _component_input(Xs, a, c, sv.e, sv.far, k)
+            Gz = G * coef[:, k:k + 1]
+            Gz *= z > 0
+            P[k] = column_sums(Gz)
+            Q[k] = column_sums(Gz * xc)
+            if xc is Xs:
+                Q[k] -= c[k] * P[k]
+            Gz *= a[k]
+            gX += Gz
+    else:
+        P = coef.T @ G
+        Q = _centred_sums(coef, G, Xs, c, P, sv.far)
+        gX = G * (coef @ a)
+    return P, Q, gX
+
+
+def _statistics_term(gX, sv, s_s1, r):
+    """``dL/dx_i -= sum_k nuhat_ik (s_s1_k + r_k (x_i - mu_k))`` (in place, xp path)."""
+    Xs, mu_s = sv.Xs, sv.mu_s
+    far = far_components(mu_s, 1 / (sv.s * sv.s), linear=True)
+    near = numpy.flatnonzero(~far)
+    if near.size:
+        nh, rn = _columns(sv.nuhat, near), r[near]
+        gX -= nh @ (s_s1[near] - rn * mu_s[near])
+        gX -= Xs * (nh @ rn)
+    for k in numpy.flatnonzero(far):
+        t = Xs - mu_s[k]
+        t *= r[k]
+        t += s_s1[k]
+        t *= sv.nuhat[:, k:k + 1]
+        gX -= t
 
 
 def _columns(a, ids):

@@ -32,6 +32,8 @@ import numpy
 from chainer.backend import get_array_module
 from chainer.backends import cuda
 
+from mixnorm_chainer import kernels
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -183,14 +185,15 @@ def squared_distances(X, centers, X_sq):
 
 
 def argmin_components(d):
-    """``d.argmin(axis=0)`` for (K, m) d, as K - 1 elementwise passes; ties go to the lower k."""
+    """``d.argmin(axis=0)`` for (K, m) d, as K - 1 elementwise passes; ties go to the lower k.
+    (``xp.where``, not a boolean-mask assignment, which would synchronize with the GPU.)"""
     xp = get_array_module(d)
     best = d[0]
     labels = xp.zeros(d.shape[1], dtype=numpy.int32)
     for k in range(1, d.shape[0]):
         closer = d[k] < best
         best = xp.where(closer, d[k], best)
-        labels[closer] = k
+        labels = xp.where(closer, numpy.int32(k), labels)
     return labels
 
 
@@ -209,19 +212,30 @@ def kmeans_plusplus(X, n_clusters, rng, X_sq=None, reduction=LOCAL):
     n_local_trials = 2 + int(math.log(n_clusters))
     centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
     centers[0] = reduction.take(X, int(rng.integers(m)))
-    closest = squared_distances(X, centers[:1], X_sq)[0]
+    closest = _nearest_squared_distances(X, centers[:1], None, X_sq)[0]
     potential, = reduction.sum(closest.sum(dtype=numpy.float64))
     for c in range(1, n_clusters):
         targets = xp.asarray(rng.random(n_local_trials)) * potential
         candidates = reduction.candidates(X, closest, targets)
-        dist = squared_distances(X, candidates, X_sq)           # (trials, m)
-        xp.minimum(closest[None, :], dist, out=dist)
+        dist = _nearest_squared_distances(X, candidates, closest, X_sq)   # (trials, m)
         candidate_potentials, = reduction.sum(dist.sum(axis=1, dtype=numpy.float64))
         best = candidate_potentials.argmin()
         potential = candidate_potentials[best]
         closest = dist[best]
         centers[c] = candidates[best]
     return centers
+
+
+def _nearest_squared_distances(X, candidates, closest, X_sq):
+    """``min(closest, ||x - c_t||^2)`` (T, m) (``closest`` None: the distances themselves)."""
+    if kernels.enabled(X):
+        if closest is None:
+            closest = get_array_module(X).full(X.shape[0], numpy.inf, X.dtype)
+        return kernels.nearest_squared_distances(X, candidates, closest)
+    dist = squared_distances(X, candidates, X_sq)
+    if closest is not None:
+        get_array_module(X).minimum(closest[None, :], dist, out=dist)
+    return dist
 
 
 def one_hot(labels, n_classes, dtype):
@@ -232,6 +246,8 @@ def one_hot(labels, n_classes, dtype):
 
 def kmeans_assign(X, centers, X_sq):
     """Index of the nearest centre of each row, shape (m,)."""
+    if kernels.enabled(X):
+        return kernels.kmeans_assign(X, centers)
     return argmin_components(squared_distances(X, centers, X_sq))
 
 
@@ -286,6 +302,8 @@ def component_moments(X, resp, reduction=LOCAL, X2=None, count_eps=0.0):
     reduced sums, so every rank makes the same one).
     """
     xp = get_array_module(X)
+    if kernels.enabled(X):
+        return _component_moments_kernels(X[:, :, None], resp, reduction, count_eps)
     one_pass = xp is numpy      # on the GPU every component takes the centred pass
     sums = [resp.sum(axis=1), resp @ X]
     if one_pass:
@@ -306,6 +324,20 @@ def component_moments(X, resp, reduction=LOCAL, X2=None, count_eps=0.0):
         else:
             variances[far] = centred / safe_n[far]
     return n, means, xp.maximum(variances, 0)
+
+
+def _component_moments_kernels(X3, resp, reduction, count_eps=0.0, shift=None):
+    """:func:`component_moments` with the reduction kernels, for rows in the (N, C, S) view
+    X3 (shifted by ``shift`` (C,) inside the kernels; None: not shifted): always two-pass."""
+    xp = get_array_module(X3)
+    if shift is None:
+        shift = xp.zeros(X3.shape[1], resp.dtype)
+    n, sum_x = reduction.sum(resp.sum(axis=1), kernels.weighted_sums(X3, resp, shift))
+    n = n + count_eps
+    safe_n = xp.where(n > 0, n, 1)[:, None]
+    means = sum_x / safe_n
+    centred, = reduction.sum(kernels.weighted_centred_squares(X3, resp, means, shift))
+    return n, means, xp.maximum(centred / safe_n, 0)
 
 
 def _squared(a):
@@ -360,6 +392,8 @@ def _expanded_quadratic(X, means, precisions, X2=None):
 
 def e_step(X, weights, means, variances, X2=None):
     """E-step in the log domain: ``(log nu (K, m), log p(x) (m,))`` with nu from Eq. 31."""
+    if kernels.enabled(X):
+        return kernels.e_step(X, weights, means, variances)
     weighted = estimate_log_gaussian_prob(X, means, variances, X2) + _log(weights)[:, None]
     log_norm = logsumexp(weighted, axis=0)
     return weighted - log_norm[None, :], log_norm
@@ -373,7 +407,7 @@ def prune(X, X2, gmm_params, min_weight, reg_covar, reduction=LOCAL):
     one host decision of the fit (K-vector to host).
     """
     weights, means, variances = gmm_params
-    w = cuda.to_cpu(weights)
+    w = cuda.to_cpu(weights)                 # host synchronization (the pruning decision)
     keep = w >= min_weight
     if keep.all():
         return gmm_params
@@ -426,7 +460,7 @@ def rows_problem(X, reg_covar, m=None):
     """
     xp = get_array_module(X)
     bounds = xp.stack([X.max(), -X.min()]) if X.size else xp.zeros(2)
-    largest = float(bounds.max())      # NaN if any entry is NaN
+    largest = float(bounds.max())      # host synchronization; NaN if any entry is NaN
     if not math.isfinite(largest):
         return 'non-finite input (NaN or inf)'
     limit = magnitude_limit(X.dtype, X.shape[0] if m is None else m, X.shape[1], reg_covar)

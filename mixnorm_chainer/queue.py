@@ -40,6 +40,7 @@ marginal); the entry itself is normalized as usual (NaN/inf stay NaN/inf).
 import numpy
 from chainer.backend import get_array_module
 
+from mixnorm_chainer import kernels
 from mixnorm_chainer.functions import (
     MixtureNormalizationFunction,
     compute_dtype,
@@ -131,12 +132,20 @@ def usable_entries(X, means, variances):
     every component. On the CPU the common all-usable case is detected first (two reductions,
     no mask)."""
     xp = get_array_module(X)
-    max_prec = (1.0 / variances).max()
-    limit = xp.sqrt(numpy.finfo(X.dtype).max / (8.0 * X.shape[1] * max_prec)) \
-        - xp.abs(means).max()
+    limit = usable_limit(X.dtype, means, variances)
     if xp is numpy and X.size and -limit <= X.min() and X.max() <= limit:
         return None
     return xp.abs(X) <= limit
+
+
+def usable_limit(dtype, means, variances):
+    """The largest centred |x| whose quadratic form over the C channels stays finite in dtype
+    for every component (means centred, variances (J, C)): a 0-d array."""
+    xp = get_array_module(means)
+    fmax = float(numpy.finfo(dtype).max)
+    max_prec = (1.0 / variances).max().astype(numpy.float64)
+    limit = xp.sqrt(fmax / (8.0 * means.shape[1] * max_prec)) - xp.abs(means).max()
+    return xp.minimum(limit, fmax)
 
 
 def queue_posterior(X, weights, means, variances, n_present, decay, eps, fit=None, shift=None):
@@ -164,6 +173,27 @@ def queue_posterior(X, weights, means, variances, n_present, decay, eps, fit=Non
                                         post_var.astype(X.dtype))
     weighted += log_prior[None, :]
     return xp.exp(weighted - logsumexp(weighted, axis=1)[:, None])
+
+
+def _kernel_coefficients(x, weights, means, variances, n_present, decay, eps, fit, shift,
+                         inv_sqrt_weight):
+    """``rho / sqrt(weight)`` (m, J) by :func:`mixnorm_chainer.kernels.queue_coefficients`,
+    from the same mixture as :func:`queue_posterior`."""
+    xp = get_array_module(x)
+    dtype = shift.dtype
+    tau = _decay(weights, n_present, decay)
+    lam, mu, var = queue_components(weights, means, variances, n_present)
+    if fit is None:
+        post_lam, post_mu, post_var = lam, mu, var + eps
+    else:
+        post_lam, post_mu, post_var = queue_components(*fit, n_present)
+        post_lam = xp.where(lam > 0, post_lam, 0)
+    with numpy.errstate(divide='ignore'):
+        log_prior = xp.log(tau * post_lam).astype(dtype)
+    post_mu_s, post_var = _centred(post_mu, shift), post_var.astype(dtype)
+    limit = usable_limit(dtype, post_mu_s, post_var).reshape(1).astype(dtype)
+    return kernels.queue_coefficients(x, shift, post_mu_s, post_var, log_prior,
+                                      inv_sqrt_weight, limit)
 
 
 def queue_centre(tau, weights, means):
@@ -208,13 +238,18 @@ def queue_normalization(x, gamma, beta, weights, means, variances, n_present, de
     xa = x.array if hasattr(x, 'array') else x
     xp = get_array_module(xa)
     dtype = compute_dtype(xa.dtype)
-    X = to_rows(xa).astype(dtype, copy=False)
     tau = _decay(weights, n_present, decay)
     lam, mu, var = queue_components(weights, means, variances, n_present)
     shift = queue_centre(tau, lam, mu).astype(dtype)
-    rho = queue_posterior(X, weights, means, variances, n_present, decay, eps, fit, shift)
     weight = lam if form == 'consistent' else tau * lam
-    coef = rho * inv_sqrt_weights(weight).astype(dtype)[None, :]
+    if kernels.enabled(xa):               # posteriors from NCHW x directly (no rows)
+        X = None
+        coef = _kernel_coefficients(xa, weights, means, variances, n_present, decay, eps, fit,
+                                    shift, inv_sqrt_weights(weight).astype(dtype))
+    else:
+        X = to_rows(xa).astype(dtype, copy=False)
+        rho = queue_posterior(X, weights, means, variances, n_present, decay, eps, fit, shift)
+        coef = rho * inv_sqrt_weights(weight).astype(dtype)[None, :]
     node = MixtureNormalizationFunction(
         None, eps, affine, activation, rows=X,
         fixed=(coef, xp.sqrt(weight), _centred(mu, shift), var, shift))

@@ -1,0 +1,48 @@
+"""The GPU check and the GPU benchmark, run as their CI dry run (@numpy, tiny sizes), so the
+scripts cannot rot between the rare sessions that have a GPU."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(name, tmp_path):
+    report = str(tmp_path / f'{name}.json')
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', f'{name}.py'),
+                           '--device', '@numpy', '--quick', '--json', report],
+                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(report) as f:
+        return proc.stdout, json.load(f)
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path):
+    out, report = run_script('gpu_check', tmp_path)
+    assert report['ok'], [r for r in report['checks'] if not r['ok']]
+    names = ' '.join(r['check'] for r in report['checks'])
+    for part in ('doctor', 'MN 4x8x4x4', 'EM from one init', 'seeded fit_gmm', 'CifarCNN',
+                 'GBN', 'mixnorm-exp run --epochs 2 --resume'):
+        assert part in names
+    assert 'check' in out and 'FAIL' not in out
+
+
+@pytest.mark.slow
+def test_bench_gpu_dry_run(tmp_path):
+    out, report = run_script('bench_gpu', tmp_path)
+    assert len(report['layers']) == 4 and report['em']['ms'] > 0
+    assert report['table7']['mn_over_bn']
+
+
+def test_gpu_scripts_refuse_an_unusable_device(tmp_path):
+    for name in ('gpu_check', 'bench_gpu'):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, 'experiments', f'{name}.py'),
+                               '--device', '@cupy:0', '--json', str(tmp_path / 'r.json')],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2
+        assert 'cannot use device @cupy:0' in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1

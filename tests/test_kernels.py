@@ -1,0 +1,291 @@
+"""The CUDA kernels of mixnorm_chainer/kernels.py, run on the CPU by tests/cuda_kernel_harness.py.
+
+The harness compiles the very kernel strings the package passes to ``cuda.elementwise`` /
+``cuda.reduce`` with g++ and runs them with CuPy's semantics; ``kernels.enabled`` is switched to
+follow ``chainer.config.mixnorm_kernels`` for numpy arrays, so the package's own dispatch runs
+the kernel path on the CPU. Every result is compared with the xp path (the reference) and,
+where one exists, with an independent computation.
+"""
+import chainer
+import chainer.functions as F
+import numpy
+import pytest
+
+from mixnorm_chainer import (
+    MixtureNormalization,
+    fit_gmm,
+    kernels,
+    mixture_normalization,
+    queue_normalization,
+)
+
+import cuda_kernel_harness as harness
+
+@pytest.fixture
+def on_cpu(monkeypatch):
+    """Kernels compiled for the CPU, used for numpy arrays while mixnorm_kernels is True
+    (skipped without g++, failed instead when MIXNORM_REQUIRE_CXX=1, as in CI)."""
+    harness.require_cxx()
+    harness.install(monkeypatch)
+    monkeypatch.setattr(kernels, 'enabled',
+                        lambda *arrays: bool(getattr(chainer.config, 'mixnorm_kernels', True)))
+    del harness.calls[:]
+    return harness
+
+
+def both(fn):
+    """fn() with the kernels, and with the xp path."""
+    with chainer.using_config('mixnorm_kernels', True):
+        ours = fn()
+    with chainer.using_config('mixnorm_kernels', False):
+        reference = fn()
+    return ours, reference
+
+
+def close(a, b, dtype, scale=1.0):
+    """Normwise: max|a - b| <= tol * max(max|b|, 1) (quantities that cancel to ~0, such as the
+    gradient of a component with one row, are compared on the unit scale)."""
+    tol = {numpy.float64: 1e-10, numpy.float32: 2e-5, numpy.float16: 2e-2}[numpy.dtype(dtype).type]
+    a, b = (numpy.asarray(v, numpy.float64) for v in (a, b))
+    assert a.shape == b.shape
+    norm = max(numpy.abs(b).max(), 1.0)
+    assert numpy.abs(a - b).max() <= tol * scale * norm, numpy.abs(a - b).max() / norm
+
+
+def rows(rng, m, D, K, offset=0.0, dtype=numpy.float64):
+    centres = rng.normal(scale=4.0, size=(K, D))
+    return (centres[rng.integers(0, K, size=m)] + rng.normal(size=(m, D)) + offset).astype(dtype)
+
+
+DTYPES = [numpy.float32, numpy.float64]
+
+
+# -- each kernel against the xp path ----------------------------------------------------------
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('m, D, K', [(257, 5, 3), (31, 1, 5), (3, 4, 5), (100, 7, 1)])
+def test_kmeans_kernels(on_cpu, dtype, m, D, K):
+    from mixnorm_chainer import gmm
+    rng = numpy.random.default_rng(0)
+    X = rows(rng, m, D, K, dtype=dtype)
+    centers = rows(rng, K, D, K, dtype=dtype)
+    d2 = ((X[None, :, :] - centers[:, None, :]) ** 2).sum(axis=2)          # independent
+    numpy.testing.assert_array_equal(kernels.kmeans_assign(X, centers), d2.argmin(axis=0))
+    closest = rng.uniform(0, 30, size=m).astype(dtype)
+    close(kernels.nearest_squared_distances(X, centers, closest),
+          numpy.minimum(closest[None], d2), dtype)
+    ours, ref = both(lambda: gmm.kmeans_assign(X, centers, (X * X).sum(axis=1)))
+    numpy.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('K', [1, 2, 3, 4, 5])
+@pytest.mark.parametrize('offset', [0.0, 1e3])
+def test_e_step_kernel(on_cpu, dtype, K, offset):
+    from mixnorm_chainer import gmm
+    rng = numpy.random.default_rng(K)
+    X = rows(rng, 301, 6, K, offset, dtype) - offset                       # centred, as in fits
+    weights = rng.dirichlet(numpy.ones(K)).astype(dtype)
+    means = rows(rng, K, 6, K, dtype=dtype)
+    variances = rng.uniform(0.3, 3, size=(K, 6)).astype(dtype)
+    (lr, ln), (lr0, ln0) = both(lambda: gmm.e_step(X, weights, means, variances))
+    close(lr, lr0, dtype, 10)
+    close(ln, ln0, dtype, 10)
+    close(numpy.exp(lr).sum(axis=0), numpy.ones(301), dtype)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('kind', ['soft', 'one-hot', 'uniform', 'empty component'])
+def test_moment_kernels(on_cpu, dtype, kind):
+    from mixnorm_chainer import gmm
+    rng = numpy.random.default_rng(1)
+    K, m = 4, 203
+    X = rows(rng, m, 5, K, dtype=dtype)
+    if kind == 'soft':
+        resp = rng.dirichlet(numpy.ones(K), size=m).T
+    elif kind == 'one-hot':
+        resp = numpy.eye(K)[rng.integers(0, K, size=m)].T
+    elif kind == 'uniform':
+        resp = numpy.full((K, m), 1.0 / K)
+    else:
+        resp = numpy.eye(K)[rng.integers(0, K - 1, size=m)].T          # last component empty
+    resp = numpy.ascontiguousarray(resp, dtype)
+    ours, ref = both(lambda: gmm.component_moments(X, resp, count_eps=1e-9))
+    for a, b in zip(ours, ref):
+        close(a, b, dtype, 10)
+
+
+def test_moments_of_a_tight_far_component(on_cpu):
+    """float32 kernels are centred per component: the tight component's variance is right."""
+    from mixnorm_chainer import gmm
+    rng = numpy.random.default_rng(0)
+    X = rng.normal(size=(2000, 3))
+    X[:200, 0] = 50 + 0.01 * rng.normal(size=200)
+    resp = numpy.zeros((2, 2000))
+    resp[0, :200] = 1
+    resp[1, 200:] = 1
+    _, _, v64 = gmm.component_moments(X, resp)
+    with chainer.using_config('mixnorm_kernels', True):
+        _, _, v32 = gmm.component_moments(X.astype(numpy.float32), resp.astype(numpy.float32))
+    numpy.testing.assert_allclose(v32, v64, rtol=1e-4)
+
+
+# -- the transform ------------------------------------------------------------------------------
+
+def transform_case(rng, shape, K, dtype, offset=0.0, nu_kind='soft'):
+    x = (rng.normal(size=shape) + rng.integers(0, 3, size=shape) * 2 + offset).astype(dtype)
+    m = shape[0] * int(numpy.prod(shape[2:]))
+    if nu_kind == 'soft':
+        nu = rng.dirichlet(numpy.full(K, 0.7), size=m)
+    else:
+        nu = numpy.eye(K)[rng.integers(0, K, size=m)]
+    gamma = rng.uniform(0.5, 1.5, size=shape[1])
+    beta = rng.normal(size=shape[1])
+    gy = rng.normal(size=shape)
+    cdt = numpy.float32 if dtype == numpy.float16 else dtype
+    return x, gamma.astype(cdt), beta.astype(cdt), nu.astype(cdt), gy.astype(dtype)
+
+
+def run_transform(x, gamma, beta, nu, gy, **options):
+    vs = [chainer.Variable(a.copy()) for a in (x, gamma, beta)]
+    y = mixture_normalization(*vs, nu, **options)
+    y.grad = gy
+    y.backward()
+    return [y.array] + [v.grad for v in vs]
+
+
+@pytest.mark.parametrize('dtype', DTYPES + [numpy.float16])
+@pytest.mark.parametrize('shape', [(4, 3, 5, 7), (37, 6), (2, 1, 3, 3), (1, 2, 1, 3)])
+@pytest.mark.parametrize('K', [1, 2, 3, 4, 5])
+@pytest.mark.parametrize('activation', [None, 'relu'])
+@pytest.mark.parametrize('affine', ['output', 'statistics'])
+def test_transform_kernels_match_the_xp_path(on_cpu, dtype, shape, K, activation, affine):
+    rng = numpy.random.default_rng(K + len(shape))
+    case = transform_case(rng, shape, K, dtype, nu_kind='one-hot' if K == 5 else 'soft')
+    ours, ref = both(lambda: run_transform(*case, activation=activation, affine=affine))
+    for a, b in zip(ours, ref):
+        close(a, b, dtype, 20)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_transform_kernels_far_from_the_origin(on_cpu, dtype):
+    rng = numpy.random.default_rng(5)
+    case = [a.astype(dtype) for a in transform_case(rng, (4, 3, 5, 5), 3, numpy.float64,
+                                                    offset=1e4)]
+    with chainer.using_config('mixnorm_kernels', False):     # float64 xp path, same inputs
+        reference = run_transform(*(a.astype(numpy.float64) for a in case))
+    with chainer.using_config('mixnorm_kernels', True):
+        ours = run_transform(*case)
+    for a, b in zip(ours, reference):
+        close(a, b, numpy.float32, 10)
+
+
+@pytest.mark.parametrize('shape', [(4, 3, 5, 5), (50, 4)])
+def test_k1_kernels_equal_batch_normalization(on_cpu, shape):
+    rng = numpy.random.default_rng(3)
+    x, gamma, beta, _, gy = transform_case(rng, shape, 1, numpy.float64)
+    nu = numpy.ones((x.size // x.shape[1], 1))
+    with chainer.using_config('mixnorm_kernels', True):
+        ours = run_transform(x, gamma, beta, nu, gy)
+    vs = [chainer.Variable(a.copy()) for a in (x, gamma, beta)]
+    y = F.batch_normalization(*vs, eps=2e-5)
+    y.grad = gy
+    y.backward()
+    for a, b in zip(ours, [y.array] + [v.grad for v in vs]):
+        numpy.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+# -- test mode and the whole layer ------------------------------------------------------------
+
+def queue_arrays(rng, T, K, C, pruned=True):
+    weights = rng.dirichlet(numpy.ones(K), size=T)
+    if pruned:
+        weights[0, -1] = 0
+        weights[0] /= weights[0].sum()
+    means = rng.normal(scale=3, size=(T, K, C)) + 2
+    variances = rng.uniform(0.3, 2, size=(T, K, C))
+    return weights, means, variances
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('form', ['consistent', 'printed'])
+@pytest.mark.parametrize('activation', [None, 'relu'])
+def test_queue_kernels_match_the_xp_path(on_cpu, dtype, form, activation):
+    rng = numpy.random.default_rng(7)
+    stats = queue_arrays(rng, 4, 3, 5)
+    fit = (stats[0], stats[1] + 0.1, stats[2] * 1.1)
+    x, gamma, beta, _, gy = transform_case(rng, (3, 5, 4, 6), 3, dtype)
+    x[0, 1, 2, 3] = numpy.nan                      # a missing entry stays local
+
+    def run():
+        v = chainer.Variable(x.copy())
+        y = queue_normalization(v, gamma, beta, *stats, 3, 0.9, 2e-5, form=form,
+                                activation=activation, fit=fit)
+        y.grad = gy
+        y.backward()
+        return y.array, v.grad
+
+    ours, ref = both(run)
+    assert numpy.isnan(ours[0][0, 1, 2, 3]) and numpy.isnan(ref[0][0, 1, 2, 3])
+    mask = numpy.isfinite(ref[0])
+    close(ours[0][mask], ref[0][mask], dtype, 20)
+    close(ours[1], ref[1], dtype, 20)
+
+
+def test_the_layer_with_kernels_equals_the_xp_path(on_cpu):
+    """Training steps (fit: k-means++, k-means, EM, pruning; transform; backward) and test
+    mode, float64: same draws, same results to rounding."""
+    def run():
+        rng = numpy.random.default_rng(0)
+        link = MixtureNormalization(4, n_components=4, em_iters=4, dtype=numpy.float64, seed=0,
+                                    min_weight=0.05, activation='relu')
+        out = []
+        for _ in range(3):
+            x = rng.normal(size=(6, 4, 5, 5)) + rng.integers(0, 3, size=(6, 1, 5, 5)) * 3
+            v = chainer.Variable(x)
+            y = link(v)
+            link.cleargrads()
+            F.sum(y * rng.normal(size=y.shape)).backward()
+            out += [y.array, v.grad, link.gamma.grad, link.last_fit.means]
+        with chainer.using_config('train', False):
+            out.append(link(x + 0.5).array)
+        return out
+
+    ours, ref = both(run)
+    for a, b in zip(ours, ref):
+        close(a, b, numpy.float64, 100)
+    assert {c['name'] for c in harness.calls} >= {
+        'mixnorm_kmeans_assign', 'mixnorm_nearest_squared_distances', 'mixnorm_e_step',
+        'mixnorm_weighted_sums', 'mixnorm_weighted_centred_squares',
+        'mixnorm_transform_forward', 'mixnorm_transform_sum_p_relu',
+        'mixnorm_transform_sum_q_relu', 'mixnorm_transform_backward',
+        'mixnorm_queue_coefficients'}
+
+
+def test_fit_gmm_with_kernels_equals_the_xp_path(on_cpu):
+    rng = numpy.random.default_rng(2)
+    X = rows(rng, 500, 6, 3, offset=100.0)
+    ours, ref = both(lambda: fit_gmm(X, 3, kmeans_iters=2, em_iters=3, seed=1))
+    for name in ('weights', 'means', 'variances'):
+        close(getattr(ours, name), getattr(ref, name), numpy.float64, 10)
+
+
+def test_switch_forces_the_xp_path(on_cpu):
+    x = numpy.random.default_rng(0).normal(size=(4, 3, 4, 4))
+    nu = numpy.full((64, 2), 0.5)
+    with chainer.using_config('mixnorm_kernels', False):
+        mixture_normalization(x, numpy.ones(3), numpy.zeros(3), nu)
+    assert harness.calls == []
+    with chainer.using_config('mixnorm_kernels', True):
+        mixture_normalization(x, numpy.ones(3), numpy.zeros(3), nu)
+    assert harness.calls
+
+
+def test_self_check_is_small(on_cpu):
+    errors = kernels.self_check(numpy)
+    assert len(errors) >= 10
+    assert max(errors.values()) < 1e-4, errors
+
+
+def test_kernels_are_off_for_numpy_arrays_without_the_harness():
+    assert not kernels.enabled(numpy.ones(3))
