@@ -56,3 +56,50 @@ figures: setup
 
 clean:
 	rm -rf $(VENV) $(VENV2) results .pytest_cache *.egg-info
+
+# --- Opt-in, not in CI (~560 MB of downloads): compile every CUDA kernel the package builds
+# with NVRTC for sm_80 and sm_90, no GPU needed (experiments/check_kernels_nvrtc.py).
+# Python 3.12 + numpy 2 (constraints-numpy2.txt) + cupy 14 + the NVRTC wheel of its CUDA major.
+NVRTC_PYTHON ?= $(shell .ci/find-python 3.12 2>/dev/null)
+VENV_NVRTC ?= .venv-nvrtc
+VENV_NVRTC12 ?= .venv-nvrtc-cuda12
+NVRTC_ARGS ?=
+
+.PHONY: check-kernels-nvrtc check-kernels-nvrtc-cuda12 clean-nvrtc doctor
+
+$(VENV_NVRTC)/.installed $(VENV_NVRTC12)/.installed: setup.cfg pyproject.toml \
+    requirements/constraints-numpy2.txt requirements/nvrtc-cuda13.txt requirements/nvrtc-cuda12.txt
+	@test -n "$(NVRTC_PYTHON)" || { echo "$(@D): needs Python 3.12 (cupy 14 needs numpy 2);" \
+	    ".ci/find-python 3.12 found none; set NVRTC_PYTHON=/path/to/python3.12" >&2; exit 1; }
+	$(NVRTC_PYTHON) -m venv $(@D)
+	echo '*' > $(@D)/.gitignore
+	PIP_CONSTRAINT=$(CURDIR)/requirements/constraints-numpy2.txt $(@D)/bin/pip install \
+	    --disable-pip-version-check -q -e '.[test]' \
+	    -r requirements/nvrtc-$(if $(findstring cuda12,$(@D)),cuda12,cuda13).txt
+	touch $@
+
+check-kernels-nvrtc: $(VENV_NVRTC)/.installed
+	$(VENV_NVRTC)/bin/python experiments/check_kernels_nvrtc.py $(NVRTC_ARGS)
+
+check-kernels-nvrtc-cuda12: $(VENV_NVRTC12)/.installed
+	$(VENV_NVRTC12)/bin/python experiments/check_kernels_nvrtc.py $(NVRTC_ARGS)
+
+clean-nvrtc:
+	rm -rf $(VENV_NVRTC) $(VENV_NVRTC12)
+
+# Environment report: versions, CUDA/cuDNN/NCCL state, kernel switch, GPU self-check.
+doctor: setup
+	$(VENV)/bin/mixnorm-doctor
+
+# --- On a GPU machine, in the environment where the package and a CuPy are installed
+# (pip install -e '.[gpu-cuda13]' or '.[gpu-cuda12]'): experiments/gpu_check.py (< 5 min).
+GPU_PYTHON ?= python3
+GPU_DEVICE ?= @cupy:0
+
+.PHONY: gpu-check bench-gpu
+
+gpu-check:
+	$(GPU_PYTHON) experiments/gpu_check.py --device $(GPU_DEVICE) --json gpu_check.json
+
+bench-gpu:
+	$(GPU_PYTHON) experiments/bench_gpu.py --device $(GPU_DEVICE) --json bench_gpu.json

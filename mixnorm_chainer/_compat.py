@@ -18,12 +18,23 @@ numpy 2.x / Python 3.12 in ``make test-numpy2``):
    Fix: only when one of those imports fails, a no-op module of that name is registered
    before chainer is imported, so chainer skips those warnings.
 
-On numpy 1.x with both modules present, this module does nothing at all.
+One more adaptation concerns CuPy rather than numpy: CuPy >= 14 has no cuDNN at all
+(``cupy.cuda.cudnn`` is gone), so chainer warns "cuDNN is not enabled" on every run, although
+every cuDNN use in chainer is guarded and it runs on its own kernels and cuBLAS.
+Fix: when an importable cupy >= 14 lacks ``cupy.cuda.cudnn`` and the user has not set
+``CHAINER_CUDNN``, chainer's own switch ``CHAINER_CUDNN=0`` is set before chainer is imported
+(``os.environ``, so child processes see it too). Without cupy this costs one
+``importlib.util.find_spec('cupy')``; cupy itself is only imported where it is installed (chainer
+imports it right afterwards anyway).
+
+On numpy 1.x with both modules present and no cupy, this module does nothing at all.
 It must run before the first ``import chainer``; ``mixnorm_chainer/__init__.py``
 imports it first. Importing chainer earlier on numpy 2 fails inside chainer with
 ``AttributeError: np.sctypes was removed``; the fix is to import mixnorm_chainer first.
 """
 import importlib
+import importlib.util
+import os
 import sys
 import types
 import warnings
@@ -88,8 +99,37 @@ def _import_chainer_with_sctypes():
     applied.append('chainer.functions.array.as_strided sees numpy.sctypes')
 
 
+def _cupy_without_cudnn():
+    """``cupy.__version__`` if an importable cupy >= 14 lacks cuDNN, else None."""
+    try:
+        if importlib.util.find_spec('cupy') is None:
+            return None
+        cupy = importlib.import_module('cupy')
+        version = str(cupy.__version__)
+        if int(version.split('.')[0]) < 14:
+            return None
+        if importlib.util.find_spec('cupy.cuda.cudnn') is not None:
+            return None
+    except Exception:  # a broken cupy: chainer reports it (cuda.available is False)
+        return None
+    return version
+
+
+def _disable_cudnn_where_cupy_has_none(environ=os.environ):
+    if 'CHAINER_CUDNN' in environ:  # the user's choice stands
+        return
+    version = _cupy_without_cudnn()
+    if version is None:
+        return
+    environ['CHAINER_CUDNN'] = '0'
+    applied.append(f'CHAINER_CUDNN=0 set: cupy {version} has no cuDNN '
+                   '(chainer uses its own kernels and cuBLAS)')
+
+
 def apply():
-    """Make ``import chainer`` work on this numpy/Python; idempotent."""
+    """Make ``import chainer`` work on this numpy/Python/CuPy; idempotent."""
+    if 'chainer' not in sys.modules:  # chainer reads CHAINER_CUDNN once, at import
+        _disable_cudnn_where_cupy_has_none()
     _stub_environment_check()
     _import_chainer_with_sctypes()
 

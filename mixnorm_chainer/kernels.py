@@ -323,11 +323,18 @@ def queue_coefficients(x, shift, means, variances, log_prior, inv_sqrt_weight, l
 
 # -- self-check ----------------------------------------------------------------------------
 
+def self_check_tolerance(name):
+    """The largest relative error :func:`self_check` accepts for an entry: float32 rounding
+    (1e-4), or one float16 unit of roundoff for the ``*_float16`` entries (2e-3)."""
+    return 2e-3 if 'float16' in name else 1e-4
+
+
 def self_check(xp, seed=0):
     """Run every kernel once on small random data and compare with the xp reference path.
 
     Returns ``{kernel name: max relative error}`` (float32 and float64 inputs, worst of
-    both). Used by ``mixnorm-doctor`` and ``experiments/gpu_check.py`` (a second or so).
+    both; ``*_float16``: float16 activations); compare with :func:`self_check_tolerance`.
+    Used by ``mixnorm-doctor`` and ``experiments/gpu_check.py`` (a second or so).
     """
     from mixnorm_chainer import functions, gmm, queue
     rng = numpy.random.default_rng(seed)
@@ -368,26 +375,32 @@ def self_check(xp, seed=0):
         gamma = xp.asarray(rng.uniform(0.5, 1.5, size=3), dtype)
         beta = xp.asarray(rng.normal(size=3), dtype)
         gy = xp.asarray(rng.normal(size=x.shape), dtype)
+        inputs = [(x, gy, '')]
+        if dtype == numpy.float32:                      # float16 activations (mixed16)
+            inputs.append((x.astype(numpy.float16), gy.astype(numpy.float16), '_float16'))
         for activation in (None, 'relu'):
-            outs = []
-            for use in (True, False):
-                with chainer.using_config('mixnorm_kernels', use):
-                    v = chainer.Variable(x)
-                    y = functions.mixture_normalization(v, gamma, beta, nu,
-                                                        activation=activation)
-                    y.grad = gy
-                    y.backward()
-                    outs.append((y.array, v.grad))
-            suffix = '' if activation is None else '_relu'
-            record('transform_forward' + suffix, outs[0][0], outs[1][0])
-            record('transform_backward' + suffix, outs[0][1], outs[1][1])
+            for x_in, gy_in, suffix in inputs:
+                outs = []
+                for use in (True, False):
+                    with chainer.using_config('mixnorm_kernels', use):
+                        v = chainer.Variable(x_in)
+                        y = functions.mixture_normalization(v, gamma, beta, nu,
+                                                            activation=activation)
+                        y.grad = gy_in
+                        y.backward()
+                        outs.append((y.array, v.grad))
+                suffix += '' if activation is None else '_relu'
+                record('transform_forward' + suffix, outs[0][0], outs[1][0])
+                record('transform_backward' + suffix, outs[0][1], outs[1][1])
         qw = xp.asarray(rng.dirichlet(numpy.ones(3), size=2))
         qm = xp.asarray(rng.normal(size=(2, 3, 3)) + 2)
         qv = xp.asarray(rng.uniform(0.5, 2, size=(2, 3, 3)))
-        outs = []
-        for use in (True, False):
-            with chainer.using_config('mixnorm_kernels', use):
-                outs.append(queue.queue_normalization(x, gamma, beta, qw, qm, qv, 2, 0.9,
-                                                      2e-5, fit=(qw, qm, qv + 1e-6)).array)
-        record('queue_coefficients', outs[0], outs[1])
+        for x_in in ((x, x.astype(numpy.float16)) if dtype == numpy.float32 else (x,)):
+            outs = []
+            for use in (True, False):                  # float16 input: computed in float32
+                with chainer.using_config('mixnorm_kernels', use):
+                    outs.append(queue.queue_normalization(x_in, gamma, beta, qw, qm, qv, 2,
+                                                          0.9, 2e-5, fit=(qw, qm, qv + 1e-6)))
+            suffix = '_float16' if x_in.dtype == numpy.float16 else ''
+            record('queue_coefficients' + suffix, outs[0].array, outs[1].array)
     return errors

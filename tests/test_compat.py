@@ -1,4 +1,5 @@
 """mixnorm_chainer._compat: chainer 7.8.1 on numpy >= 2 / Python 3.12, narrowly."""
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,69 @@ def test_import_order_rule_in_a_fresh_interpreter():
                         'print(y.shape)')
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == '(4, 3)'
+
+
+# -- CuPy >= 14 has no cuDNN: CHAINER_CUDNN=0 before chainer is imported ----------------------
+
+def write_fake_cupy(root, version, with_cudnn=False):
+    """A package named cupy (version, optional cupy.cuda.cudnn) under ``root``."""
+    pkg = root / 'cupy'
+    (pkg / 'cuda').mkdir(parents=True)
+    (pkg / '__init__.py').write_text(f'__version__ = {version!r}\nfrom cupy import cuda\n')
+    (pkg / 'cuda' / '__init__.py').write_text('')
+    if with_cudnn:
+        (pkg / 'cuda' / 'cudnn.py').write_text('')
+    return root
+
+
+@pytest.fixture
+def fresh_cupy_modules(monkeypatch):
+    """Removes the fake cupy modules a test imported (and restores _compat.applied)."""
+    before = {k: v for k, v in sys.modules.items() if k == 'cupy' or k.startswith('cupy.')}
+    monkeypatch.setattr(_compat, 'applied', [])
+    yield
+    for k in [k for k in sys.modules if k == 'cupy' or k.startswith('cupy.')]:
+        del sys.modules[k]
+    sys.modules.update(before)
+
+
+@pytest.mark.parametrize('version, with_cudnn, user, expected', [
+    ('14.2.0', False, None, '0'),        # cupy 14: no cuDNN -> chainer's switch set
+    ('14.2.0', False, '1', '1'),         # the user's choice stands
+    ('14.2.0', True, None, None),        # a cupy 14 with cuDNN: nothing to do
+    ('13.6.0', False, None, None),       # cupy 13 (cuDNN is a separate wheel there): untouched
+])
+def test_cudnn_switch_where_cupy_has_no_cudnn(tmp_path, monkeypatch, fresh_cupy_modules,
+                                              version, with_cudnn, user, expected):
+    for k in [k for k in sys.modules if k == 'cupy' or k.startswith('cupy.')]:
+        monkeypatch.delitem(sys.modules, k)
+    monkeypatch.syspath_prepend(str(write_fake_cupy(tmp_path, version, with_cudnn)))
+    environ = {} if user is None else {'CHAINER_CUDNN': user}
+    _compat._disable_cudnn_where_cupy_has_none(environ)
+    assert environ.get('CHAINER_CUDNN') == expected
+    adapted = [a for a in _compat.applied if a.startswith('CHAINER_CUDNN=0')]
+    assert adapted == ([f'CHAINER_CUDNN=0 set: cupy {version} has no cuDNN (chainer uses its '
+                        'own kernels and cuBLAS)'] if expected == '0' else [])
+
+
+def test_no_cupy_costs_one_find_spec(monkeypatch):
+    monkeypatch.setattr(_compat.importlib.util, 'find_spec', lambda name: None)
+    imported = []
+    monkeypatch.setattr(_compat.importlib, 'import_module', imported.append)
+    environ = {}
+    _compat._disable_cudnn_where_cupy_has_none(environ)
+    assert environ == {} and imported == []
+
+
+def test_cudnn_switch_at_import_in_a_fresh_interpreter(tmp_path):
+    """End to end: a cupy 14 without cuDNN on the path; chainer sees CHAINER_CUDNN=0."""
+    write_fake_cupy(tmp_path, '14.2.0')
+    env = {k: v for k, v in os.environ.items() if k != 'CHAINER_CUDNN'}
+    env['PYTHONPATH'] = os.pathsep.join([str(tmp_path)] + sys.path)
+    result = subprocess.run(
+        [sys.executable, '-c', 'import os, mixnorm_chainer\n'
+         'from mixnorm_chainer import _compat\n'
+         'print(os.environ["CHAINER_CUDNN"], _compat.applied[0].split(":")[0])'],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['0', 'CHAINER_CUDNN=0', 'set']

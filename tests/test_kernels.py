@@ -21,6 +21,7 @@ from mixnorm_chainer import (
 
 import cuda_kernel_harness as harness
 
+
 @pytest.fixture
 def on_cpu(monkeypatch):
     """Kernels compiled for the CPU, used for numpy arrays while mixnorm_kernels is True
@@ -283,8 +284,8 @@ def test_switch_forces_the_xp_path(on_cpu):
 
 def test_self_check_is_small(on_cpu):
     errors = kernels.self_check(numpy)
-    assert len(errors) >= 10
-    assert max(errors.values()) < 1e-4, errors
+    assert len(errors) >= 16
+    assert all(err <= kernels.self_check_tolerance(name) for name, err in errors.items()), errors
 
 
 def test_kernels_are_off_for_numpy_arrays_without_the_harness():
