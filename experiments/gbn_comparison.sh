@@ -10,7 +10,7 @@ exp=${MIXNORM_EXP:-.venv/bin/mixnorm-exp}
 py=${PYTHON:-.venv/bin/python}
 names="cnn-c10-BN-2 cnn-c10-GBN-mad-2 cnn-c10-GBN-cvar-2 cnn-c10-GBN-cvar25-2 cnn-c10-MN-2"
 for name in $names; do
-  $exp run $name --dataset digits --epochs 15 --batch-size 64 --seed 0 --out "$out/$name" \
+  $exp run $name --dataset digits --epochs 15 --batch-size 64 --seed 0 --out "$out/$name" --force \
     --no-progress
 done
 dirs=$(for name in $names; do echo "$out/$name"; done)

@@ -152,8 +152,17 @@ def main(argv=None):
     p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'figure1.png'))
     args = p.parse_args(argv)
 
-    recording = load_recording(os.path.join(args.run, 'recording.npz'))
-    cap = pick_capture(recording, args.layer, args.fraction)
+    path = os.path.join(args.run, 'recording.npz')
+    if not os.path.isfile(path):
+        p.exit(2, 'figure1: error: {} has no recording.npz ({}); it is written by '
+               '`mixnorm-exp run NAME --record conv2 --out DIR`\n'.format(
+                   args.run, 'no such folder' if not os.path.isdir(args.run)
+                   else 'not recorded, or the run has not started'))
+    try:
+        recording = load_recording(os.path.join(args.run, 'recording.npz'))
+        cap = pick_capture(recording, args.layer, args.fraction)
+    except (ValueError, OSError, KeyError) as e:    # no such capture; damaged file
+        p.exit(2, 'figure1: error: {}: {}\n'.format(path, ' '.join(str(e).split())))
     X = cap['x'].astype(numpy.float64)
     gmms, normalized, gains, skew = analyse(X, em_iters=args.em_iters, seed=args.seed)
     C = X.shape[1]

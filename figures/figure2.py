@@ -40,7 +40,7 @@ def body(args):
 
 def parser():
     p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure2.png', 10)
-    plotting.add_ylim(p, 'test error (%)')
+    plotting.add_ylim(p, 'test error (%%)')  # %% for argparse's help
     return p
 
 

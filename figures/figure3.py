@@ -107,7 +107,7 @@ def body(args):
 
 def parser():
     p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure3.png', 10)
-    plotting.add_ylim(p, 'test error (%)')
+    plotting.add_ylim(p, 'test error (%%)')  # %% for argparse's help
     p.add_argument('--partial', action='store_true',
                    help='draw what the runs allow when one of the two panels has no runs')
     return p

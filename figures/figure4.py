@@ -42,7 +42,7 @@ def body(args):
 
 def parser():
     p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure4.png', 10)
-    plotting.add_ylim(p, 'test error (%)')
+    plotting.add_ylim(p, 'test error (%%)')  # %% for argparse's help
     return p
 
 

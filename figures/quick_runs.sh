@@ -4,7 +4,7 @@
 set -euo pipefail
 out=${1:-results/figures}
 exp=${MIXNORM_EXP:-.venv/bin/mixnorm-exp}
-common=(--dataset digits --batch-size 64 --no-progress --seed 0)
+common=(--dataset digits --batch-size 64 --no-progress --seed 0 --force)
 # Figures 1, 2: CIFAR CNN BN-2 / MN-2 (conv2 input and the conv3 MN layer recorded)
 $exp run cnn-c10-BN-2 "${common[@]}" --input-size 16 --epochs 8 --train-limit 512 \
   --record conv2 --out "$out/cnn-c10-BN-2"

@@ -481,8 +481,51 @@ def _from_impl(fn, arrays, save=None):
     return other
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not (value > 0 and numpy.isfinite(value)):
+        raise argparse.ArgumentTypeError(f'must be a number > 0; got {text}')
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line: ``prog: error: message (see prog --help)``."""
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+def _checked_outputs(other, arrays, source, shape_notes):
+    """``other`` whose outputs must be numeric arrays (else a one-line ValueError naming the
+    array); outputs whose shape differs from the expected one are noted in ``shape_notes``."""
+    def checked(case):
+        got = other(case)
+        if got is None:
+            return None
+        for key, value in got.items():
+            if value is None:
+                continue
+            name = f"{case['name']}/{key}"
+            try:
+                arr = numpy.asarray(value)
+            except Exception as e:          # ragged lists and the like
+                raise ValueError(f'{source}: {name} is not an array ({e})') from None
+            if arr.dtype.kind not in 'biuf':
+                raise ValueError(f'{source}: {name} has dtype {arr.dtype}; outputs must be '
+                                 'numeric (float or integer) arrays')
+            if name in arrays and arr.shape != arrays[name].shape:
+                shape_notes.append(f'{name}: shape {arr.shape}, expected '
+                                   f'{arrays[name].shape}')
+        return got
+    return checked
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(
+    import zipfile
+    parser = _Parser(
         prog='mixnorm-crosscheck',
         description='Golden vectors of Mixture Normalization and a comparison against another '
                     'implementation (e.g. PyTorch).')
@@ -496,15 +539,21 @@ def main(argv=None):
     p_cmp.add_argument('--cases', default='*', help='only cases matching this glob')
     p_cmp.add_argument('--allow-missing', action='store_true',
                        help='cases/outputs the other side lacks are not failures')
-    p_cmp.add_argument('--tol-scale', type=float, default=1.0,
-                       help='multiply every tolerance by this factor')
+    p_cmp.add_argument('--tol-scale', type=_positive_float, default=1.0,
+                       help='multiply every tolerance by this factor (> 0)')
     p_cmp.add_argument('--save', help='with --impl: write its outputs to this .npz')
     p_cmp.add_argument('--verbose', action='store_true',
                        help='also list optional outputs the other side did not supply')
     args = parser.parse_args(argv)
 
     if args.command == 'export':
-        manifest = export(args.directory)
+        if os.path.exists(args.directory) and not os.path.isdir(args.directory):
+            parser.error(f'export: {args.directory!r} is a file; give a directory (it is '
+                         'created if needed)')
+        try:
+            manifest = export(args.directory)
+        except OSError as e:
+            parser.error(f'export: cannot write to {args.directory!r} ({e.strerror or e})')
         n = len(manifest['cases'])
         print(f'wrote {n} cases to {os.path.join(args.directory, CASES_FILE)} and '
               f'{os.path.join(args.directory, MANIFEST_FILE)}')
@@ -518,6 +567,9 @@ def main(argv=None):
         manifest, arrays = load(args.directory)
     except ValueError as e:
         parser.error(str(e))
+    except (OSError, KeyError) as e:
+        parser.error(f'{args.directory!r} is not a readable export directory ({e}); run '
+                     f'`mixnorm-crosscheck export {args.directory}` again')
     saved = {} if args.save else None
     if args.impl:
         try:
@@ -525,16 +577,38 @@ def main(argv=None):
         except ValueError as e:
             parser.error(str(e))
         other = _from_impl(fn, arrays, saved)
+        source = args.impl
     else:
         if not os.path.exists(args.other):
             parser.error(f'{args.other!r} does not exist')
-        other = _from_npz(args.other, manifest)
-    rows = compare(manifest, arrays, other, args.cases, args.allow_missing, args.tol_scale)
+        if not zipfile.is_zipfile(args.other):
+            parser.error(f'{args.other!r} is not an .npz file (numpy.savez writes one: keys '
+                         '"<case>/<output>")')
+        try:
+            other = _from_npz(args.other, manifest)
+        except Exception as e:          # not a zip, pickled objects, damaged file, a folder
+            parser.error(f'{args.other!r} is not a readable .npz of outputs '
+                         f'({type(e).__name__}: {" ".join(str(e).split())})')
+        source = args.other
+    shape_notes = []
+    try:
+        rows = compare(manifest, arrays, _checked_outputs(other, arrays, source, shape_notes),
+                       args.cases, args.allow_missing, args.tol_scale)
+    except ValueError as e:
+        print(f'mixnorm-crosscheck: error: {e}', file=sys.stderr)
+        return 2
     if not rows:
         parser.error(f'no case matches --cases {args.cases!r}')
     print(format_table(rows, args.verbose))
+    for note in shape_notes:
+        print(f'shape mismatch: {note} (reported as inf above)')
     if saved is not None:
-        numpy.savez(args.save, **saved)
+        try:
+            numpy.savez(args.save, **saved)
+        except OSError as e:
+            print(f'mixnorm-crosscheck: error: --save {args.save}: cannot write '
+                  f'({e.strerror or e})', file=sys.stderr)
+            return 2
         print(f'wrote the outputs of {args.impl} to {args.save}')
     bad = failed(rows)
     compared = [r for r in rows if r[-1] in ('ok', 'FAIL')]
@@ -543,8 +617,10 @@ def main(argv=None):
     note = f'; {not_supplied} optional/allowed-missing outputs not supplied' \
         if not_supplied else ''
     if bad:
+        shapes = f'; {len(shape_notes)} of wrong shape' if shape_notes else ''
         print(f'FAILED: {len(bad)} of {len(compared) + sum(r[-1] == "MISSING" for r in rows)} '
-              f'outputs ({len({r[0] for r in bad})} cases) beyond tolerance or missing{note}')
+              f'outputs ({len({r[0] for r in bad})} cases) beyond tolerance or missing'
+              f'{shapes}{note}')
         return 1
     print(f'OK: {len(compared)} outputs of {n_cases} cases within tolerance '
           f'(float64 {TOLERANCES["float64"]:.0e}, float32 {TOLERANCES["float32"]:.0e}, '

@@ -4,8 +4,9 @@ A run is a ``chainer.training.Trainer`` around :class:`GANUpdater` (one discrimi
 generator update per iteration, Adam(alpha=2e-4, beta1=0, beta2=0.9) for both, as the paper),
 with LogReport (``log.json``, one entry every ``log_interval`` updates: ``gen/loss``,
 ``dis/loss``, ``time/update`` and, at evaluations, ``fid``, ``fid/best``, ``fid/time``),
-PrintReport, ProgressBar, a snapshot every ``snapshot_interval`` updates (``snapshot_iter_N``,
-the newest kept; ``--resume`` continues from it with no lost or duplicated log entries) and
+PrintReport, ProgressBar, a snapshot every ``snapshot_interval`` updates and at the last one
+(``snapshot_iter_N``, written atomically, the two newest kept; ``--resume`` continues from the
+newest readable one exactly, as :mod:`mixnorm_chainer.runner` describes) and
 :class:`FIDEvaluation`: every ``fid_interval`` updates (paper: 10K) the FID of
 ``fid_samples`` generated images against the training images, and a sample grid of a fixed z
 (``samples/iter_N.png`` and ``.npz``; Figure 7). ``setting.json`` names the FID feature
@@ -29,7 +30,7 @@ import numpy
 from chainer import training
 from chainer.training import extension, extensions
 
-from mixnorm_chainer import plotting, runner
+from mixnorm_chainer import plotting, runfolder
 from mixnorm_chainer.datasets import get_cifar, get_digits
 from mixnorm_chainer.models.dcgan import (
     Discriminator,
@@ -37,7 +38,8 @@ from mixnorm_chainer.models.dcgan import (
     discriminator_loss,
     generator_loss,
 )
-from mixnorm_chainer.runner import format_value as _fmt
+from mixnorm_chainer.runfolder import ResumableShuffle, RunError  # noqa: F401
+from mixnorm_chainer.runfolder import format_value as _fmt
 
 FID_KEY = 'fid'
 #: Section 4.5: "FID ... evaluated every 10K updates"
@@ -64,7 +66,11 @@ def gan_images(dataset, data_dir=None, size=None, limit=None):
     elif key in ('cifar10', 'cifar100'):
         if size not in (None, 32):
             raise ValueError(f'CIFAR images are 32x32; size={size!r} is not supported')
-        train, _ = get_cifar(key, data_dir, normalize=False)
+        if data_dir is not None and not os.path.isdir(data_dir):
+            raise RunError('--data-dir {} is not a folder; give the folder that holds the {} '
+                           'archive or its extracted folder'.format(data_dir, key))
+        # with a data_dir only that folder is read: a mistyped one must not download elsewhere
+        train, _ = get_cifar(key, data_dir, normalize=False, download=data_dir is None)
         x = train._datasets[0]
     else:
         raise ValueError(f"dataset must be 'cifar10', 'cifar100' or 'digits'; got {dataset!r}")
@@ -124,20 +130,6 @@ class GANUpdater(training.StandardUpdater):
         _sync(self._dev)
         chainer.reporter.report({'gen/loss': loss_gen, 'dis/loss': loss_dis,
                                  'time/update': time.perf_counter() - start})
-
-
-class ResumableShuffle:
-    """Order sampler: each epoch's permutation is drawn from ``default_rng([seed, previous
-    order's first 16 indices])``. The iterator's snapshot holds the current order, so a resumed
-    run shuffles exactly as an uninterrupted one (a RandomState inside the sampler would not be
-    part of the snapshot)."""
-
-    def __init__(self, seed=0):
-        self.seed = int(seed)
-
-    def __call__(self, current_order, current_position):
-        key = [self.seed] + [int(v) for v in numpy.asarray(current_order)[:16]]
-        return numpy.random.default_rng(key).permutation(len(current_order))
 
 
 def _sync(device):
@@ -228,34 +220,99 @@ class FIDEvaluation(extension.Extension):
         self.best_iteration = serializer('best_iteration', self.best_iteration)
 
 
+#: options of a GAN run that shape its results (stored in setting.json; a resumed run must have
+#: the same ones, only --iterations may change)
+RUN_OPTIONS = ('name', 'dataset', 'batch_size', 'input_size', 'train_limit', 'seed', 'width',
+               'fid_interval', 'log_interval', 'snapshot_interval', 'fid_samples',
+               'fid_real_samples', 'fid_extractor', 'fid_batch_size')
+
+
+def resolve_options(args, setting, stored=None):
+    """Fill the GAN options not given (None) from the resumed run's ``stored`` options or the
+    defaults; returns them as a dict (:data:`RUN_OPTIONS`)."""
+    stored = stored or {}
+    defaults = {'dataset': setting.dataset, 'batch_size': setting.batch_size, 'seed': 0,
+                'width': 512, 'fid_interval': PAPER_FID_INTERVAL, 'fid_samples': 10000,
+                'fid_extractor': 'inception', 'fid_batch_size': 100}
+    for key in RUN_OPTIONS[1:]:
+        if getattr(args, key, None) is None:
+            setattr(args, key, stored[key] if key in stored else defaults.get(key))
+    if args.log_interval is None:
+        args.log_interval = math.gcd(args.fid_interval, 100)
+    if args.snapshot_interval is None:
+        args.snapshot_interval = args.fid_interval
+    return {key: getattr(args, key, None) for key in RUN_OPTIONS}
+
+
+def _final_or_every(interval, total):
+    """Trigger: every ``interval`` updates and at the last one (so a finished run has a
+    snapshot of its end)."""
+    def trigger(trainer):
+        it = trainer.updater.iteration
+        return it % interval == 0 or it == total
+    return trigger
+
+
 def run(args, setting, extra_extensions=()):
-    """Train a DCGAN setting (``setting.model == 'dcgan'``) as ``mixnorm-exp run`` asks."""
+    """Train a DCGAN setting (``setting.model == 'dcgan'``) as ``mixnorm-exp run`` asks.
+
+    The run folder and ``--resume`` behave as for the classification runs
+    (:func:`mixnorm_chainer.runner.run`); only ``--iterations`` may change on resume."""
     from mixnorm_chainer import fid as fid_module
 
     if getattr(args, 'epochs', None) is not None or getattr(args, 'scale', None) is not None:
         raise ValueError('GAN settings run for --iterations (generator updates), not '
                          '--epochs/--scale')
-    dataset = args.dataset or setting.dataset
-    iterations = args.iterations or setting.iterations
-    fid_interval = args.fid_interval or PAPER_FID_INTERVAL
-    log_interval = args.log_interval or math.gcd(fid_interval, 100)
-    snapshot_interval = args.snapshot_interval or fid_interval
-    batch_size = args.batch_size or setting.batch_size
-    for name, v in (('--iterations', iterations), ('--fid-interval', fid_interval),
-                    ('--log-interval', log_interval), ('--snapshot-interval', snapshot_interval),
-                    ('--batch-size', batch_size), ('--fid-samples', args.fid_samples)):
-        if v is None or v < 1:
-            raise ValueError('{} must be >= 1; got {}'.format(name, v))
+    resume, force = bool(args.resume), bool(getattr(args, 'force', False))
+    out = args.out or runfolder.default_out(setting, args.dataset or setting.dataset,
+                                            args.seed or 0)
+    runfolder.prepare(out, resume, force)
+    stored = None
+    if resume:
+        stored = runfolder.read_json(os.path.join(out, 'setting.json'), 'setting.json')
+        if not isinstance(stored, dict) or not isinstance(stored.get('setting'), dict):
+            raise RunError('--resume: {} has no setting record; it was not written by '
+                           'mixnorm-exp run'.format(os.path.join(out, 'setting.json')))
+    stored_options = (stored or {}).get('options', {'name': (stored or {}).get(
+        'setting', {}).get('name')})
+    options = resolve_options(args, setting, stored_options)
+    iterations = args.iterations or (int(stored['iterations']) if resume else
+                                     setting.iterations)
+    dataset, batch_size = args.dataset, args.batch_size
+    fid_interval, log_interval = args.fid_interval, args.log_interval
+    snapshot_interval = args.snapshot_interval
     if fid_interval % log_interval:
         raise ValueError('--fid-interval ({}) must be a multiple of --log-interval ({}) so each '
                          'FID lands in a log entry'.format(fid_interval, log_interval))
-    if args.fid_samples < 2:
-        raise ValueError('--fid-samples must be >= 2 (a covariance needs two samples)')
-    out = runner.output_dir(args.out, setting, dataset)
-    device = chainer.get_device(args.device)
+    snapshot_path = None
+    if resume:
+        runfolder.refuse_changed_options(out, runfolder.compare_options(options, stored_options),
+                                         '--iterations, --device, --data-dir, '
+                                         '--inception-weights and --no-progress')
+        snapshot_path = runfolder.newest_readable_snapshot(out)
+        done = int(runfolder.read_snapshot_value(snapshot_path, 'updater/iteration'))
+        if done >= iterations:
+            print('{}: the run is complete ({} of {} updates); nothing was changed (give '
+                  '--iterations N with N > {} to extend it)'.format(out, done, iterations, done),
+                  flush=True)
+            return out
+    if args.fid_extractor == 'inception':
+        if args.inception_weights is None:
+            raise ValueError(fid_module._MISSING_WEIGHTS_HELP)
+        if not os.path.isfile(args.inception_weights):
+            raise RunError('--inception-weights {}: no such file; convert pytorch-fid\'s '
+                           'weights with `python -m mixnorm_chainer.fid convert {} {}` (or use '
+                           '--fid-extractor small for offline tests)'.format(
+                               args.inception_weights, fid_module.PYTORCH_FID_WEIGHTS_FILE,
+                               args.inception_weights))
+    device = runfolder.get_device(args.device)
     device.use()
 
     images, data_text = gan_images(dataset, args.data_dir, args.input_size, args.train_limit)
+    if batch_size > len(images):
+        raise RunError('--batch-size {} is larger than the training set ({} images); give a '
+                       'smaller --batch-size or a larger --train-limit'.format(
+                           batch_size, len(images)))
     size, channels = images.shape[2], images.shape[1]
     numpy.random.seed(args.seed)            # chainer's initializers draw from numpy's RNG
     gen = Generator(mn_layers=setting.mn_layers, n_components=setting.n_components,
@@ -283,16 +340,18 @@ def run(args, setting, extra_extensions=()):
                                  batch_size=args.fid_batch_size, seed=args.seed),
                    trigger=(fid_interval, 'iteration'))
     trainer.extend(extensions.LogReport(trigger=(log_interval, 'iteration'), filename='log.json'))
+    interactive = runfolder.interactive()
     trainer.extend(extensions.PrintReport(
-        ['iteration', 'gen/loss', 'dis/loss', FID_KEY, 'time/update', 'elapsed_time']))
+        ['iteration', 'gen/loss', 'dis/loss', FID_KEY, 'time/update', 'elapsed_time'],
+        out=sys.stdout if interactive else runfolder.PlainStdout()))
     if extensions.PlotReport.available():
-        trainer.extend(extensions.PlotReport(list(LOSS_KEYS), 'iteration', filename='loss.png',
+        trainer.extend(runfolder.plot_report(list(LOSS_KEYS), 'iteration', filename='loss.png',
                                              trigger=(fid_interval, 'iteration')))
-    if not args.no_progress:
+    if not args.no_progress and interactive:
         trainer.extend(extensions.ProgressBar(update_interval=10))
-    trainer.extend(extensions.snapshot(filename='snapshot_iter_{.updater.iteration}',
-                                       n_retains=1, autoload=args.resume),
-                   trigger=(snapshot_interval, 'iteration'))
+    trainer.extend(runfolder.Snapshot('snapshot_iter_{.updater.iteration}'),
+                   trigger=_final_or_every(snapshot_interval, iterations))
+    trainer.extend(runfolder.RandomStates({'numpy': runfolder.GLOBAL_NUMPY_RANDOM}))
     for ext, trigger in extra_extensions:
         trainer.extend(ext, trigger=trigger)
 
@@ -305,15 +364,29 @@ def run(args, setting, extra_extensions=()):
                       'n_real': len(real), 'real_statistics_seconds': real_time},
               'log_interval': log_interval, 'snapshot_interval': snapshot_interval,
               'seed': args.seed, 'device': str(device), 'argv': sys.argv,
-              'versions': runner.software_versions()}
-    with open(os.path.join(out, 'setting.json'), 'w') as f:
-        json.dump(record, f, indent=1)
+              'versions': runfolder.software_versions(), 'options': options}
+    if resume:
+        runfolder.load_snapshot(trainer, snapshot_path)
+        if stored.get('fid', {}).get('extractor') not in (None, extractor.name):
+            raise RunError('--resume: the FID extractor {} differs from the run\'s {}; resume '
+                           'with the same weights'.format(extractor.name,
+                                                          stored['fid']['extractor']))
+        history = stored.get('resumed', [])
+        history.append({'from': os.path.basename(snapshot_path),
+                        'iteration': int(updater.iteration), 'iterations': iterations,
+                        'device': str(device), 'argv': sys.argv,
+                        'versions': runfolder.software_versions()})
+        record = dict(stored, iterations=iterations, resumed=history)
+    runfolder.create(out, force)
+    runfolder.write_json(os.path.join(out, 'setting.json'), record)
+    runfolder.write_chainerui_files(out, dict(options, iterations=iterations, out=out))
     print('{}: DCGAN ({}) on {}, {} updates, batch {}, width {}, FID ({}{}) every {} updates '
-          'on {} fake / {} real images, out {}'.format(
+          'on {} fake / {} real images, out {}{}'.format(
               setting.name, ','.join(setting.mn_layers) or 'BN', data_text, iterations,
               batch_size, args.width, extractor.name,
               '' if extractor.comparable else ', NOT comparable to published FIDs',
-              fid_interval, args.fid_samples, len(real), out), flush=True)
+              fid_interval, args.fid_samples, len(real), out,
+              ', resumed at update {}'.format(updater.iteration) if resume else ''), flush=True)
     trainer.run()
     return out
 
@@ -403,4 +476,25 @@ def summarize(directories, out=None):
                     _fmt(p.get('steps_to_baseline'), '{:.3g}'), _fmt(p_red, '{:.0f}%')),
                     file=out)
     return runs
+
+
+def csv_rows(runs):
+    """One row per GAN run for ``mixnorm-exp summarize --csv`` (runner.CSV_FIELDS)."""
+    by_name = {(r.name, r.dataset): r for r in runs}
+    rows = []
+    for r in runs:
+        best, at = best_fid(r)
+        p = r.setting.get('paper', {})
+        row = {'dir': r.dir, 'name': r.name, 'table': r.setting.get('table'),
+               'dataset': r.dataset, 'seed': r.record.get('seed'),
+               'iterations': max([e['iteration'] for e in r.log], default=None),
+               'best_fid': best, 'best_fid_update': at, 'paper_best_fid': p.get('best_fid'),
+               'paper_best_fid_update': p.get('best_fid_step'),
+               'paper_steps_to_baseline': p.get('steps_to_baseline')}
+        base = by_name.get((r.baseline, r.dataset)) if r.baseline else None
+        if base is not None and best_fid(base)[0] is not None:
+            row.update(baseline=r.baseline, target=best_fid(base)[0],
+                       steps_to_baseline=steps_to_fid(r, best_fid(base)[0]))
+        rows.append(row)
+    return rows
 

@@ -2,21 +2,30 @@
 
     mixnorm-exp list [--table T]
     mixnorm-exp run NAME [--dataset D] [--data-dir DIR] [--epochs N | --scale F]
-                         [--device @numpy|@cupy:0] [--seed S] [--out DIR] [--resume] ...
-    mixnorm-exp summarize DIR [DIR ...]
+                         [--device @numpy|@cupy:0] [--seed S] [--out DIR] [--resume | --force]
+    mixnorm-exp summarize DIR [DIR ...] [--csv FILE]
     mixnorm-exp cost [--device ...] [--iters N]
 
-A run is a ``chainer.training.Trainer`` with an Evaluator, LogReport (``log.json``),
-PrintReport, ProgressBar, PlotReport (``loss.png``, ``accuracy.png``), a snapshot every
-epoch (``snapshot_epoch_*``, the newest kept) and, for MN runs or with ``--record``, an
-:class:`~mixnorm_chainer.recorder.ActivationRecorder` (``recording.npz``). ``--resume``
-restores the newest snapshot: model, optimizer, iterator position and the LogReport's entries,
-so the log has no lost or duplicated epochs. ``setting.json`` records the setting and every
-override. DCGAN settings (``dcgan-c10-BN``/``-MN``, Section 4.5) are trained by
-:func:`mixnorm_chainer.gan.run` for ``--iterations`` updates with FID every ``--fid-interval``.
+A run is a ``chainer.training.Trainer`` with an Evaluator, LogReport (``log.json``, and ``log``
+linked to it plus ``args`` for ChainerUI), PrintReport (plain text when stdout is not a
+terminal), ProgressBar (terminals only), PlotReport (``loss.png``, ``accuracy.png``), a snapshot
+every epoch (``snapshot_epoch_*``, written atomically, the two newest kept) and, for MN runs or
+with ``--record``, an :class:`~mixnorm_chainer.recorder.ActivationRecorder` (``recording.npz``).
+
+Run folders (:mod:`mixnorm_chainer.runfolder`): a folder that already holds a run is refused
+unless ``--resume`` (continue it) or ``--force`` (replace its run files); the default folder
+``results/NAME`` gets ``-seedS`` for a seed S other than 0. ``--resume`` takes the options not
+given from ``setting.json`` and refuses given ones that differ (only ``--epochs`` of an
+exponential schedule, ``--device``, ``--data-dir`` and ``--no-progress`` may change); a complete
+run is reported and left as it is; otherwise the newest readable snapshot is loaded before
+training starts (model, optimizer, MN queues and generators, iterator position and shuffle
+order, learning-rate schedule, augmentation and recorder generators, log entries), so the
+resumed run equals the uninterrupted one bit for bit (on the CPU). ``setting.json`` records
+the setting, the options and every resume. DCGAN settings (``dcgan-c10-BN``/``-MN``,
+Section 4.5) are trained by :func:`mixnorm_chainer.gan.run` for ``--iterations`` updates with
+FID every ``--fid-interval``.
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -28,10 +37,10 @@ import numpy
 from chainer import training
 from chainer.training import extensions
 
-from mixnorm_chainer import multi_node, plotting, registry
+from mixnorm_chainer import multi_node, plotting, registry, runfolder
 from mixnorm_chainer.datasets import augment, get_dataset
 from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
-from mixnorm_chainer.recorder import ActivationRecorder
+from mixnorm_chainer.recorder import DEFAULT_FRACTIONS, ActivationRecorder
 
 ACC_KEY = plotting.ACC_KEY
 
@@ -73,6 +82,17 @@ def build_optimizer(setting, model):
     return opt
 
 
+class ResumableMultistepShift(extensions.MultistepShift):
+    """``MultistepShift`` whose ``initialize`` sets the value of the current step, so a run
+    resumed after a drop continues with the dropped learning rate (chainer's sets ``init``)."""
+
+    def initialize(self, trainer):
+        optimizer = self._optimizer or trainer.updater.get_optimizer('main')
+        if self._init is None:
+            self._init = getattr(optimizer, self._attr)
+        setattr(optimizer, self._attr, self._init * pow(self._gamma, self._current_step))
+
+
 def schedule_extension(setting, epochs, iters_per_epoch):
     """The learning-rate policy as a trainer extension and its trigger."""
     kind = setting.schedule[0]
@@ -83,7 +103,7 @@ def schedule_extension(setting, epochs, iters_per_epoch):
         _, factor, fractions = setting.schedule
         total = epochs * iters_per_epoch
         steps = sorted({max(1, int(round(f * total))) for f in fractions})
-        return extensions.MultistepShift('lr', factor, steps, setting.lr), (1, 'iteration')
+        return ResumableMultistepShift('lr', factor, steps, setting.lr), (1, 'iteration')
     raise ValueError('unknown schedule {!r}'.format(setting.schedule))
 
 
@@ -99,8 +119,80 @@ def run_epochs(setting, epochs=None, scale=None):
 
 # -- run -----------------------------------------------------------------------------------
 
+#: options of a run that shape its results, with their defaults (None: see run()); they are
+#: stored in setting.json and a resumed run must have the same ones (--epochs may change for
+#: an exponential schedule)
+RUN_OPTIONS = ('name', 'dataset', 'batch_size', 'input_size', 'train_limit', 'test_limit',
+               'test_batch_size', 'no_augment', 'seed', 'record', 'record_fractions',
+               'communicator', 'sync_norm')
+OPTION_DEFAULTS = {'test_batch_size': 500, 'no_augment': False, 'seed': 0,
+                   'record_fractions': DEFAULT_FRACTIONS, 'sync_norm': True}
+
+
+def _stored_options(record):
+    """The options a run folder's setting.json holds (older folders: what can be read back)."""
+    if 'options' in record:
+        return dict(record['options'])
+    old = {'name': record.get('setting', {}).get('name')}
+    for key in ('dataset', 'batch_size', 'seed'):
+        if key in record:
+            old[key] = record[key]
+    return old
+
+
+def resolve_options(args, setting, stored=None):
+    """Fill the options not given on the command line (None) from the run being resumed
+    (``stored``) or the defaults; returns the options as a dict (RUN_OPTIONS)."""
+    stored = stored or {}
+    defaults = dict(OPTION_DEFAULTS, dataset=setting.dataset, batch_size=setting.batch_size)
+    for key in RUN_OPTIONS[1:]:
+        if getattr(args, key, None) is None:
+            value = stored[key] if key in stored else defaults.get(key)
+            setattr(args, key, tuple(value) if isinstance(value, list) else value)
+    if isinstance(args.record_fractions, str):     # runner.run() called with a parsed string
+        args.record_fractions = fraction_list(args.record_fractions)
+    opts = {key: getattr(args, key, None) for key in RUN_OPTIONS}
+    opts['record'] = list(opts['record']) if opts['record'] else None
+    opts['record_fractions'] = list(opts['record_fractions'])
+    return opts
+
+
+def _communicator_check(comm, check):
+    """``check()`` on rank 0, its RunError raised on every rank (so no rank races rank 0)."""
+    if comm is None:
+        return check()
+    message, value = None, None
+    if comm.rank == 0:
+        try:
+            value = check()
+        except runfolder.RunError as e:
+            message = str(e)
+    message, value = comm.bcast_obj((message, value) if comm.rank == 0 else None)
+    if message:
+        raise runfolder.RunError(message)
+    return value
+
+
+def load_data(dataset, data_dir, size, seed):
+    """``get_dataset``; with ``data_dir`` only that folder is read (nothing is downloaded)."""
+    if data_dir is not None and dataset != 'digits':
+        if not os.path.isdir(data_dir):
+            raise runfolder.RunError('--data-dir {} is not a folder; give the folder that holds '
+                                     'the {} archive or its extracted folder'.format(
+                                         data_dir, dataset))
+        from mixnorm_chainer.datasets import get_cifar
+        train, test = get_cifar(dataset, data_dir, download=False)
+        return train, test, 10 if dataset == 'cifar10' else 100
+    return get_dataset(dataset, data_dir=data_dir, size=size, seed=seed)
+
+
 def run(args, extra_extensions=()):
-    """Train one setting; ``extra_extensions``: (extension, trigger) pairs (for tests)."""
+    """Train one setting; ``extra_extensions``: (extension, trigger) pairs (for tests).
+
+    Refuses a folder that holds a run unless ``--resume`` or ``--force``; ``--resume`` checks
+    the options against setting.json, says so and changes nothing when the run is complete, and
+    otherwise continues exactly where the newest readable snapshot left off.
+    """
     setting = registry.get(args.name)
     communicator = getattr(args, 'communicator', None)
     if setting.model == 'dcgan' and communicator:
@@ -108,19 +200,49 @@ def run(args, extra_extensions=()):
     if setting.model == 'dcgan':          # Section 4.5: GAN training (mixnorm_chainer.gan)
         from mixnorm_chainer import gan
         return gan.run(args, setting, extra_extensions)
-    dataset = args.dataset or setting.dataset
-    epochs = run_epochs(setting, args.epochs, args.scale)
-    batch_size = args.batch_size or setting.batch_size
-    out = output_dir(args.out, setting, dataset)
+    resume, force = bool(args.resume), bool(getattr(args, 'force', False))
+    out = args.out or runfolder.default_out(setting, args.dataset or setting.dataset,
+                                            args.seed or 0)
     # ChainerMN (under mpiexec): one rank per process; batch_size is the global mini-batch.
     comm = multi_node.create_communicator(communicator) if communicator else None
     rank0 = comm is None or comm.rank == 0
+    suffix = '' if comm is None else '_rank{}'.format(comm.rank)
+    _communicator_check(comm, lambda: runfolder.prepare(out, resume, force))
+    stored = None
+    if resume:
+        stored = runfolder.read_json(os.path.join(out, 'setting.json'), 'setting.json')
+        if not isinstance(stored, dict) or not isinstance(stored.get('setting'), dict):
+            raise runfolder.RunError('--resume: {} has no setting record; it was not written '
+                                     'by mixnorm-exp run'.format(os.path.join(out,
+                                                                              'setting.json')))
+    options = resolve_options(args, setting, stored and _stored_options(stored))
+    dataset, batch_size = args.dataset, args.batch_size
+    if resume and args.epochs is None and args.scale is None:
+        epochs = int(stored['epochs'])
+    else:
+        epochs = run_epochs(setting, args.epochs, args.scale)
+    snapshot_path = None
+    if resume:
+        diffs = runfolder.compare_options(options, _stored_options(stored))
+        if epochs != stored.get('epochs') and setting.schedule[0] != 'exponential':
+            diffs.append('--epochs {} (the run has {}; its {} schedule drops the learning rate '
+                         'at fractions of the epochs)'.format(epochs, stored.get('epochs'),
+                                                              setting.schedule[0]))
+        runfolder.refuse_changed_options(out, diffs, '--epochs (exponential schedules), '
+                                         '--device, --data-dir and --no-progress')
+        snapshot_path = runfolder.newest_readable_snapshot(out, suffix)
+        done = int(runfolder.read_snapshot_value(snapshot_path, 'updater/iterator:main/epoch'))
+        if done >= epochs:
+            if rank0:
+                print('{}: the run is complete ({} of {} epochs); nothing was changed (give '
+                      '--epochs N with N > {} to extend it)'.format(out, done, epochs, done),
+                      flush=True)
+            return out
     rank_batch = multi_node.per_rank_batch(batch_size, comm)
-    device = chainer.get_device(multi_node.rank_device(args.device, comm))
+    device = runfolder.get_device(multi_node.rank_device(args.device, comm))
     device.use()
 
-    train, test, n_classes = get_dataset(dataset, data_dir=args.data_dir,
-                                         size=args.input_size, seed=args.seed)
+    train, test, n_classes = load_data(dataset, args.data_dir, args.input_size, args.seed)
     if args.train_limit:
         train = train[:args.train_limit]
     if args.test_limit:
@@ -129,9 +251,16 @@ def run(args, extra_extensions=()):
         import chainermn
         train = chainermn.scatter_dataset(train, comm, shuffle=True, seed=args.seed)
         test = chainermn.scatter_dataset(test, comm)
+    if rank_batch > len(train):
+        raise runfolder.RunError('--batch-size {} is larger than the training set ({} images{}'
+                                 '); give a smaller --batch-size or a larger --train-limit'
+                                 .format(batch_size, len(train), '' if comm is None else
+                                         ' per rank, batch {} per rank'.format(rank_batch)))
     rank_seed = args.seed + (0 if comm is None else comm.rank)
+    random_states = {'numpy': runfolder.GLOBAL_NUMPY_RANDOM}
     if dataset != 'digits' and not args.no_augment:
         train = augment(train, pad=4, flip=True, seed=rank_seed)
+        random_states['augment'] = train._transform.rng
 
     numpy.random.seed(args.seed)          # chainer's initializers draw from numpy's RNG
     model = build_model(setting, n_classes, seed=args.seed)
@@ -141,7 +270,7 @@ def run(args, extra_extensions=()):
     optimizer = build_optimizer(setting, model)
     if comm is not None:
         optimizer = chainermn.create_multi_node_optimizer(optimizer, comm)
-    order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(rank_seed))
+    order = runfolder.ResumableShuffle(rank_seed)
     train_iter = chainer.iterators.SerialIterator(train, rank_batch, order_sampler=order)
     test_iter = chainer.iterators.SerialIterator(test, args.test_batch_size, repeat=False,
                                                  shuffle=False)
@@ -155,50 +284,71 @@ def run(args, extra_extensions=()):
     trainer.extend(evaluator)
     shift, trigger = schedule_extension(setting, epochs, iters_per_epoch)
     trainer.extend(shift, trigger=trigger)
-    snapshot = 'snapshot_epoch_{.updater.epoch}' + ('' if comm is None
-                                                    else '_rank{}'.format(comm.rank))
-    trainer.extend(extensions.snapshot(filename=snapshot, n_retains=1, autoload=args.resume),
+    trainer.extend(runfolder.Snapshot('snapshot_epoch_{.updater.epoch}', suffix),
                    trigger=(1, 'epoch'))
     for extension, trigger in extra_extensions:
         trainer.extend(extension, trigger=trigger)
     if comm is not None:
         trainer.extend(multi_node.check_resumed_ranks(comm), trigger=(1, 'epoch'))
-    if not rank0:                         # logs, reports and recordings: rank 0 only
-        return _run_trainer(trainer, comm)
-    trainer.extend(extensions.observe_lr())
-    trainer.extend(extensions.LogReport(trigger=(1, 'epoch'), filename='log.json'))
-    trainer.extend(extensions.PrintReport(
-        ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss', ACC_KEY,
-         'lr', 'elapsed_time']))
-    if extensions.PlotReport.available():
-        trainer.extend(extensions.PlotReport(['main/loss', 'validation/main/loss'], 'epoch',
-                                             filename='loss.png'))
-        trainer.extend(extensions.PlotReport(['main/accuracy', ACC_KEY], 'epoch',
-                                             filename='accuracy.png'))
-    if not args.no_progress:
-        trainer.extend(extensions.ProgressBar(update_interval=10))
-
-    if args.record or setting.is_mn:
-        fractions = tuple(float(f) for f in args.record_fractions.split(','))
-        trainer.extend(ActivationRecorder(model.predictor, args.record or (), fractions,
-                                          seed=args.seed))
+    if rank0:                             # logs, reports and recordings: rank 0 only
+        trainer.extend(extensions.observe_lr())
+        trainer.extend(extensions.LogReport(trigger=(1, 'epoch'), filename='log.json'))
+        interactive = runfolder.interactive()
+        trainer.extend(extensions.PrintReport(
+            ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/loss',
+             ACC_KEY, 'lr', 'elapsed_time'],
+            out=sys.stdout if interactive else runfolder.PlainStdout()))
+        if extensions.PlotReport.available():
+            trainer.extend(runfolder.plot_report(['main/loss', 'validation/main/loss'], 'epoch',
+                                                 filename='loss.png'))
+            trainer.extend(runfolder.plot_report(['main/accuracy', ACC_KEY], 'epoch',
+                                                 filename='accuracy.png'))
+        if not args.no_progress and interactive:
+            trainer.extend(extensions.ProgressBar(update_interval=10))
+        if args.record or setting.is_mn:
+            recorder = ActivationRecorder(model.predictor, args.record or (),
+                                          args.record_fractions, seed=args.seed)
+            trainer.extend(recorder)
+            random_states['recorder'] = recorder._rng
+    trainer.extend(runfolder.RandomStates(random_states))
 
     ranks = 1 if comm is None else comm.size
     record = {'setting': setting.to_dict(), 'dataset': dataset, 'epochs': epochs,
               'batch_size': batch_size, 'iterations_per_epoch': iters_per_epoch,
               'n_train': len(train) * ranks, 'n_test': len(test) * ranks, 'seed': args.seed,
-              'device': str(device), 'argv': sys.argv, 'versions': software_versions()}
+              'device': str(device), 'argv': sys.argv, 'versions': software_versions(),
+              'options': options}
     if comm is not None:
         record['communicator'] = {'name': communicator, 'size': comm.size,
                                   'sync_norm': bool(args.sync_norm)}
-    with open(os.path.join(out, 'setting.json'), 'w') as f:
-        json.dump(record, f, indent=1)
-    print('{}: {} on {} ({} train / {} test), {} epochs x {} iterations, batch {}{}, out {}'
-          .format(setting.name, setting.model, dataset, record['n_train'], record['n_test'],
-                  epochs, iters_per_epoch, batch_size,
-                  '' if comm is None else ' ({} per rank x {} ranks{})'.format(
-                      rank_batch, comm.size, '' if args.sync_norm else ', unsynchronized'),
-                  out), flush=True)
+    if resume:
+        runfolder.load_snapshot(trainer, snapshot_path)
+        sizes = [k for k in ('n_train', 'n_test', 'iterations_per_epoch')
+                 if k in stored and stored[k] != record[k]]
+        if sizes:
+            raise runfolder.RunError('--resume: the data differ from the run in {} ({}); '
+                                     'resume with the same data'.format(out, ', '.join(
+                                         '{} {} (the run has {})'.format(k, record[k], stored[k])
+                                         for k in sizes)))
+        history = stored.get('resumed', [])
+        history.append({'from': os.path.basename(snapshot_path),
+                        'iteration': int(updater.iteration), 'epochs': epochs,
+                        'device': str(device), 'argv': sys.argv,
+                        'versions': software_versions()})
+        record = dict(stored, epochs=epochs, resumed=history)
+    if rank0:
+        runfolder.create(out, force)
+        runfolder.write_json(os.path.join(out, 'setting.json'), record)
+        runfolder.write_chainerui_files(out, dict(options, epochs=epochs, out=out))
+        print('{}: {} on {} ({} train / {} test), {} epochs x {} iterations, batch {}{}, out {}{}'
+              .format(setting.name, setting.model, dataset, record['n_train'],
+                      record['n_test'], epochs, iters_per_epoch, batch_size,
+                      '' if comm is None else ' ({} per rank x {} ranks{})'.format(
+                          rank_batch, comm.size, '' if args.sync_norm else ', unsynchronized'),
+                      out, ', resumed at iteration {}'.format(updater.iteration) if resume
+                      else ''), flush=True)
+    else:
+        os.makedirs(out, exist_ok=True)
     return _run_trainer(trainer, comm)
 
 
@@ -215,18 +365,13 @@ def _run_trainer(trainer, comm):
     return trainer.out
 
 
-def output_dir(out, setting, dataset):
-    """``out``, or ``results/NAME`` (``results/NAME@DATASET`` for another dataset); created."""
-    out = out or os.path.join('results', setting.name if dataset == setting.dataset
-                              else '{}@{}'.format(setting.name, dataset))
-    os.makedirs(out, exist_ok=True)
-    return out
+def output_dir(out, setting, dataset, seed=0):
+    """``out`` or the default folder (:func:`runfolder.default_out`), created."""
+    return runfolder.create(out or runfolder.default_out(setting, dataset, seed))
 
 
-def software_versions():
-    """The versions a run's ``setting.json`` records."""
-    return {'chainer': chainer.__version__, 'numpy': numpy.__version__,
-            'python': sys.version.split()[0]}
+get_device = runfolder.get_device
+software_versions = runfolder.software_versions
 
 
 # -- summarize -----------------------------------------------------------------------------
@@ -256,22 +401,85 @@ def steps_to_reach(log, target):
     return None
 
 
-def format_value(v, spec='{:.2f}'):
-    """``spec.format(v)``, or '-' for a missing value (the summary tables)."""
-    return '-' if v is None else spec.format(v)
-
-
+format_value = runfolder.format_value
 _fmt = format_value
 
 
-def summarize(directories, out=None):
-    """Print Tables 2/4 and 3/5/6 from run directories, next to the paper's numbers."""
+def check_run_dirs(directories, warn=None):
+    """The run folders to summarize, each once (repeats are reported and dropped); a folder
+    whose setting.json or log.json cannot be read is a one-line :class:`runfolder.RunError`
+    naming the file; a folder without log.json yet is reported (its row shows '-')."""
+    warn = warn or (lambda text: print(text, file=sys.stderr))
+    seen, dirs = {}, []
+    for d in directories:
+        key = os.path.realpath(d)
+        if key in seen:
+            warn('mixnorm-exp: warning: {} is given twice (as {}); summarized once'.format(
+                d, seen[key]))
+            continue
+        seen[key] = d
+        path = os.path.join(d, 'setting.json')
+        if not os.path.isfile(path):
+            raise runfolder.RunError('{}: not a run folder (no setting.json; run folders are '
+                                     'written by `mixnorm-exp run NAME --out DIR`)'.format(d))
+        record = runfolder.read_json(path, 'setting.json')
+        setting = record.get('setting') if isinstance(record, dict) else None
+        missing = [k for k in ('name', 'table') if not isinstance(setting, dict) or k not in
+                   setting]
+        if missing or 'dataset' not in record:
+            raise runfolder.RunError('{} lacks {}; it was not written by mixnorm-exp run '
+                                     '(restore it or rerun)'.format(path, ', '.join(
+                                         ['setting.' + k for k in missing] +
+                                         ([] if 'dataset' in record else ['dataset']))))
+        log_path = os.path.join(d, 'log.json')
+        if os.path.isfile(log_path):
+            log = runfolder.read_json(log_path, 'log.json')
+            if not isinstance(log, list):
+                raise runfolder.RunError('{} is not a list of log entries; restore it or '
+                                         'rerun'.format(log_path))
+        else:
+            warn('mixnorm-exp: warning: {} has no log.json yet (no finished epoch or '
+                 'evaluation); its numbers show as -'.format(d))
+        dirs.append(d)
+    return dirs
+
+
+CSV_FIELDS = ('dir', 'name', 'table', 'dataset', 'seed', 'epochs', 'epochs_done', 'iterations',
+              'acc_25', 'acc_50', 'acc_75', 'acc_100', 'max_acc', 'baseline', 'target',
+              'steps_to_baseline', 'best_fid', 'best_fid_update', 'paper_acc_25',
+              'paper_acc_50', 'paper_acc_75', 'paper_acc_100', 'paper_max_acc',
+              'paper_steps_to_baseline', 'paper_best_fid', 'paper_best_fid_update')
+
+
+def write_csv(rows, path):
+    """The summary rows (:data:`CSV_FIELDS`, empty = missing) as CSV to ``path`` ('-': stdout)."""
+    import csv
+    if path == '-':
+        f = sys.stdout
+    else:
+        f = open(path, 'w', newline='')
+    try:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction='ignore')
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: '' if row.get(k) is None else row[k] for k in CSV_FIELDS})
+    finally:
+        if f is not sys.stdout:
+            f.close()
+
+
+def summarize(directories, out=None, csv_path=None):
+    """Print Tables 2/4 and 3/5/6 from run directories, next to the paper's numbers; with
+    ``csv_path`` also one CSV row per run (:data:`CSV_FIELDS`)."""
     out = out or sys.stdout
+    directories = check_run_dirs(directories)
     runs = [load_run(d) for d in directories]
+    csv_rows = []
     gan_dirs = [r['dir'] for r in runs if r['setting']['model'] == 'dcgan']
     if gan_dirs:                          # Section 4.5: FID instead of accuracy
         from mixnorm_chainer import gan
-        gan.summarize(gan_dirs, out=out)
+        gan_runs = gan.summarize(gan_dirs, out=out)
+        csv_rows += gan.csv_rows(gan_runs)
         runs = [r for r in runs if r['setting']['model'] != 'dcgan']
     groups = {}
     for r in runs:
@@ -281,23 +489,39 @@ def summarize(directories, out=None):
         print('\n{} on {}: maximum test accuracy (%) after 25/50/75/100% of the epochs'
               ' (ours | paper)'.format(table, dataset), file=out)
         print('{:<22} {:>6} {:>31} | {}'.format('run', 'epochs', 'ours', 'paper'), file=out)
+        rows_by_dir = {}
         for r in members:
-            ours = max_accuracy_at(r['log'], r['epochs'])
-            paper = r['setting']['paper'].get('acc_at')
+            epochs = r.get('epochs') or len(r['log'])
+            ours = max_accuracy_at(r['log'], epochs)
+            paper = r['setting'].get('paper', {}).get('acc_at')
             print('{:<22} {:>6} {:>31} | {}'.format(
                 r['setting']['name'], len(r['log']), ' '.join(_fmt(v, '{:7.2f}') for v in ours),
                 ' '.join(_fmt(v, '{:7.2f}') for v in paper) if paper else '-'), file=out)
+            p = r['setting'].get('paper', {})
+            row = {'dir': r['dir'], 'name': r['setting']['name'], 'table': table,
+                   'dataset': dataset, 'seed': r.get('seed'), 'epochs': r.get('epochs'),
+                   'epochs_done': len(r['log']),
+                   'iterations': r['log'][-1]['iteration'] if r['log'] else None,
+                   'max_acc': 100 * max(e[ACC_KEY] for e in r['log']) if r['log'] else None,
+                   'paper_max_acc': p.get('max_acc'),
+                   'paper_steps_to_baseline': p.get('steps_to_baseline')}
+            for frac, v, pv in zip((25, 50, 75, 100), ours, paper or [None] * 4):
+                row['acc_{}'.format(frac)], row['paper_acc_{}'.format(frac)] = v, pv
+            rows_by_dir[r['dir']] = row
+            csv_rows.append(row)
         # baselines may sit in another table's group (GBN rows -> Table 2's BN-2)
         by_name = {r['setting']['name']: r for r in runs if r['dataset'] == dataset}
         rows = []
         for r in members:
-            base = r['setting']['baseline'] or r['setting']['name']
+            base = r['setting'].get('baseline') or r['setting']['name']
             if base not in by_name or not by_name[base]['log']:
                 continue
             target = 100 * max(e[ACC_KEY] for e in by_name[base]['log'])
             steps = steps_to_reach(r['log'], target)
             best = 100 * max(e[ACC_KEY] for e in r['log']) if r['log'] else None
-            rows.append((r['setting']['name'], base, target, steps, best, r['setting']['paper']))
+            rows.append((r['setting']['name'], base, target, steps, best,
+                         r['setting'].get('paper', {})))
+            rows_by_dir[r['dir']].update(baseline=base, target=target, steps_to_baseline=steps)
         if rows:
             print('\nsteps to reach the baseline\'s maximum accuracy (ours | paper)', file=out)
             print('{:<22} {:<22} {:>8} {:>8} {:>8} | {:>8} {:>8}'.format(
@@ -307,26 +531,47 @@ def summarize(directories, out=None):
                     name, base, _fmt(target), _fmt(steps, '{:d}'), _fmt(best),
                     _fmt(paper.get('steps_to_baseline'), '{:.3g}'),
                     _fmt(paper.get('max_acc'))), file=out)
+    if csv_path:
+        write_csv(csv_rows, csv_path)
     return runs
 
 
 # -- cost (Table 7) ------------------------------------------------------------------------
 
+def densenet_final_channels(depth, growth_rate=12):
+    """Channels at a DenseNet's final BN: 16 + 3 * ((depth - 4) // 3) * growth_rate."""
+    return 16 + 3 * ((depth - 4) // 3) * growth_rate
+
+
 def cost(args, out=None):
-    """Table 7: iterations/sec of a DenseNet training step, BN vs MN (last BN) with K=2..5."""
+    """Table 7: iterations/sec of a DenseNet training step, BN vs MN (last BN) with K=2..5.
+
+    With ``--depth`` the rows are the given depth's network (its own final channel count in the
+    dim column) for each batch size, without the paper's numbers (they are for other
+    networks)."""
     out = out or sys.stdout
-    device = chainer.get_device(args.device)
+    device = get_device(args.device)
     device.use()
     results = []
+    if args.depth:
+        batches = sorted({b for b, _ in registry.TABLE7})
+        configs = [(b, densenet_final_channels(args.depth), args.depth, {}) for b in batches]
+    else:
+        configs = [(b, dim, registry.TABLE7_DEPTH[dim], paper)
+                   for (b, dim), paper in registry.TABLE7.items()]
+    configs = [c for c in configs if not args.batch_sizes or c[0] in args.batch_sizes]
+    if not configs:
+        raise runfolder.RunError('--batch-sizes {}: Table 7 has batch sizes {}'.format(
+            ' '.join(map(str, args.batch_sizes)), ' '.join(
+                str(b) for b in sorted({b for b, _ in registry.TABLE7}))))
     print('Table 7 on {}: DenseNet training iterations/sec, MN replacing the last BN '
-          '(input {}x{}, {} timed iterations after {} warm-up)'.format(
-              device, args.input_size, args.input_size, args.iters, args.warmup), file=out)
+          '(input {}x{}, {} timed iterations after {} warm-up){}'.format(
+              device, args.input_size, args.input_size, args.iters, args.warmup,
+              '' if not args.depth else '; DenseNet-{} (--depth): the paper\'s numbers are '
+              'for DenseNet-20/40 and are not shown'.format(args.depth)), file=out)
     print('{:<6} {:>2} {:>6} {:>5} {:>10} {:>14}'.format(
         'model', 'K', 'batch', 'dim', 'it/s', 'paper (TitanX)'), file=out)
-    for (batch, dim), paper in registry.TABLE7.items():
-        if args.batch_sizes and batch not in args.batch_sizes:
-            continue
-        depth = registry.TABLE7_DEPTH[dim] if not args.depth else args.depth
+    for batch, dim, depth, paper in configs:
         for K in args.components:
             setting = registry.Setting(
                 name='cost', table='Table 7', dataset='cifar100',
@@ -365,8 +610,54 @@ def _sync(device):
 
 # -- command line --------------------------------------------------------------------------
 
+def _number_type(kind, low, what):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError('{!r} is not a{} {}'.format(
+                text, 'n' if kind is int else '', 'integer' if kind is int else 'number')
+            ) from None
+        if not value >= low or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError('must be {}; got {}'.format(what, text))
+        return value
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number_type(int, 1, 'a positive integer (>= 1)')
+nonnegative_int = _number_type(int, 0, 'an integer >= 0')
+
+
+def positive_float(text):
+    value = _number_type(float, 0, 'a number > 0')(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError('must be a number > 0; got {}'.format(text))
+    return value
+
+
+def fraction_list(text):
+    """'0.2,0.4' -> (0.2, 0.4), each in (0, 1]."""
+    try:
+        values = tuple(float(f) for f in str(text).split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError('{!r} is not a comma-separated list of numbers in '
+                                         '(0, 1], e.g. 0.2,0.4,0.6'.format(text)) from None
+    if not all(0 < f <= 1 for f in values):
+        raise argparse.ArgumentTypeError('fractions must lie in (0, 1]; got {}'.format(text))
+    return values
+
+
+def densenet_depth(text):
+    depth = positive_int(text)
+    if depth < 7 or (depth - 4) % 3:
+        raise argparse.ArgumentTypeError('a DenseNet depth is 3n + 4 with n >= 1 (7, 10, ..., '
+                                         '40, 100); got {}'.format(text))
+    return depth
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0])
+    p = runfolder.ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0])
     sub = p.add_subparsers(dest='command', required=True)
 
     ls = sub.add_parser('list', help='the registered settings')
@@ -377,69 +668,86 @@ def build_parser():
     r.add_argument('--dataset', choices=('cifar10', 'cifar100', 'digits'),
                    help="override the setting's dataset (digits: offline, small)")
     r.add_argument('--data-dir', help='folder with cifar-10-python.tar.gz / '
-                   'cifar-100-python.tar.gz or their extracted folders')
-    r.add_argument('--epochs', type=int, help='run this many epochs (the first part of the '
-                   "paper's schedule; step drops scale with the run)")
-    r.add_argument('--scale', type=float, help="epochs = round(scale * paper's epochs)")
-    r.add_argument('--batch-size', type=int, help="override the paper's batch size")
-    r.add_argument('--input-size', type=int, default=None,
+                   'cifar-100-python.tar.gz or their extracted folders (only this folder is '
+                   'read; without it CIFAR is downloaded to chainer\'s dataset cache)')
+    r.add_argument('--epochs', type=positive_int, help='run this many epochs (the first part '
+                   "of the paper's schedule; step drops scale with the run)")
+    r.add_argument('--scale', type=positive_float,
+                   help="epochs = round(scale * paper's epochs)")
+    r.add_argument('--batch-size', type=positive_int, help="override the paper's batch size")
+    r.add_argument('--input-size', type=_number_type(int, 8, 'an integer >= 8'), default=None,
                    help='image side for digits (default 16)')
-    r.add_argument('--train-limit', type=int, help='use only the first N training images')
-    r.add_argument('--test-limit', type=int, help='use only the first N test images')
-    r.add_argument('--test-batch-size', type=int, default=500)
-    r.add_argument('--no-augment', action='store_true', help='no crop/flip augmentation')
+    r.add_argument('--train-limit', type=positive_int,
+                   help='use only the first N training images')
+    r.add_argument('--test-limit', type=positive_int, help='use only the first N test images')
+    r.add_argument('--test-batch-size', type=positive_int, help='default 500')
+    r.add_argument('--no-augment', action='store_true', default=None,
+                   help='no crop/flip augmentation')
     r.add_argument('--device', default='@numpy', help="chainer device: '@numpy', '@cupy:0'")
-    r.add_argument('--seed', type=int, default=0)
-    r.add_argument('--out', help='output folder (default results/NAME)')
-    r.add_argument('--resume', action='store_true', help='continue from the newest snapshot')
-    r.add_argument('--no-progress', action='store_true')
+    r.add_argument('--seed', type=nonnegative_int, help='default 0')
+    r.add_argument('--out', help='output folder (default results/NAME, results/NAME@DATASET '
+                   'for another dataset, with -seedS appended for a seed S other than 0)')
+    r.add_argument('--resume', action='store_true',
+                   help='continue the run in --out from its newest snapshot (options not given '
+                   'are taken from its setting.json; given ones must match it)')
+    r.add_argument('--force', action='store_true',
+                   help='replace the run already in --out (its logs, snapshots and recordings '
+                   'are deleted)')
+    r.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (it is shown only on a terminal anyway)')
     r.add_argument('--communicator', choices=multi_node.COMMUNICATORS,
                    help='data-parallel ChainerMN training, launched as `mpiexec -n P '
                    'mixnorm-exp run ...` (--batch-size stays the global mini-batch)')
-    r.add_argument('--no-sync-norm', dest='sync_norm', action='store_false',
+    r.add_argument('--no-sync-norm', dest='sync_norm', action='store_false', default=None,
                    help='with --communicator: each rank normalizes (BN and MN) its own share '
                    'of the batch instead of the global batch')
     r.add_argument('--record', nargs='+', metavar='LAYER',
                    help='capture the input of these normalization layers (e.g. conv2) and, for '
                    'MN layers, their fitted mixture into recording.npz (Figures 1, 8); MN '
                    'runs always record their per-iteration component counts (Figure 9)')
-    r.add_argument('--record-fractions', default='0.2,0.4,0.6,0.8,1.0',
-                   help='fractions of training at which to capture (comma-separated)')
+    r.add_argument('--record-fractions', type=fraction_list,
+                   help='fractions of training at which to capture (comma-separated; default '
+                   '0.2,0.4,0.6,0.8,1.0)')
     g = r.add_argument_group('GAN settings (dcgan-*, Section 4.5)')
-    g.add_argument('--iterations', type=int, help="generator updates (paper: 100000)")
-    g.add_argument('--fid-interval', type=int, help='updates between FID evaluations and '
-                   'sample grids (paper: 10000)')
-    g.add_argument('--fid-samples', type=int, default=10000,
-                   help='generated images per FID (default %(default)s)')
-    g.add_argument('--fid-real-samples', type=int,
+    g.add_argument('--iterations', type=positive_int,
+                   help="generator updates (paper: 100000)")
+    g.add_argument('--fid-interval', type=positive_int, help='updates between FID evaluations '
+                   'and sample grids (paper: 10000)')
+    g.add_argument('--fid-samples', type=_number_type(int, 2, 'an integer >= 2'),
+                   help='generated images per FID (default 10000)')
+    g.add_argument('--fid-real-samples', type=_number_type(int, 2, 'an integer >= 2'),
                    help='real (training) images for the FID statistics (default: all)')
-    g.add_argument('--fid-extractor', choices=('inception', 'small'), default='inception',
-                   help="FID features: 'inception' (comparable to published FIDs; needs "
-                   "--inception-weights) or 'small' (offline stand-in, not comparable)")
+    g.add_argument('--fid-extractor', choices=('inception', 'small'),
+                   help="FID features: 'inception' (default; comparable to published FIDs; "
+                   "needs --inception-weights) or 'small' (offline stand-in, not comparable)")
     g.add_argument('--inception-weights', metavar='NPZ',
                    help='FID Inception weights converted with `python -m mixnorm_chainer.fid '
                    'convert pt_inception-2015-12-05-6726825d.pth NPZ`')
-    g.add_argument('--fid-batch-size', type=int, default=100)
-    g.add_argument('--width', type=int, default=512,
+    g.add_argument('--fid-batch-size', type=positive_int, help='default 100')
+    g.add_argument('--width', type=positive_int,
                    help="DCGAN channels ch (generator's first map, discriminator's last conv; "
-                   'default %(default)s as chainer-gan-lib)')
-    g.add_argument('--log-interval', type=int,
+                   'default 512 as chainer-gan-lib)')
+    g.add_argument('--log-interval', type=positive_int,
                    help='updates per log entry (default gcd(fid interval, 100))')
-    g.add_argument('--snapshot-interval', type=int,
+    g.add_argument('--snapshot-interval', type=positive_int,
                    help='updates between snapshots (default: the FID interval)')
 
     s = sub.add_parser('summarize', help="print the paper's tables from run folders")
     s.add_argument('dirs', nargs='+')
+    s.add_argument('--csv', metavar='FILE',
+                   help="also write one row per run as CSV to FILE (for spreadsheets and "
+                   "pandas); '-': the CSV on stdout instead of the tables")
 
     c = sub.add_parser('cost', help='Table 7: DenseNet iterations/sec, BN vs MN')
     c.add_argument('--device', default='@numpy')
-    c.add_argument('--iters', type=int, default=10)
-    c.add_argument('--warmup', type=int, default=2)
-    c.add_argument('--input-size', type=int, default=32)
-    c.add_argument('--batch-sizes', type=int, nargs='*', help='subset of 64 128')
-    c.add_argument('--components', type=int, nargs='*', default=[1, 2, 3, 4, 5],
+    c.add_argument('--iters', type=positive_int, default=10)
+    c.add_argument('--warmup', type=nonnegative_int, default=2)
+    c.add_argument('--input-size', type=_number_type(int, 4, 'an integer >= 4'), default=32)
+    c.add_argument('--batch-sizes', type=positive_int, nargs='*', help='subset of 64 128')
+    c.add_argument('--components', type=positive_int, nargs='*', default=[1, 2, 3, 4, 5],
                    help='K values; 1 = BN')
-    c.add_argument('--depth', type=int, help='override the DenseNet depth (for quick runs)')
+    c.add_argument('--depth', type=densenet_depth,
+                   help='override the DenseNet depth (for quick runs; 3n + 4)')
     return p
 
 
@@ -454,6 +762,10 @@ def _gbn(s):
 def list_settings(table=None, out=None):
     out = out or sys.stdout
     rows = [s for s in registry.SETTINGS.values() if table is None or s.table == table]
+    if not rows:
+        tables = sorted({s.table for s in registry.SETTINGS.values()}, key=plotting.natural_key)
+        raise runfolder.RunError('--table {!r}: no such table; the tables are {}'.format(
+            table, ', '.join(repr(t) for t in tables)))
     print('{:<22} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6} {:>7} {:>5} {:>4}'
           .format('name', 'table', 'data', 'model', 'MN or GBN layers', 'K', 'EM', 'optim', 'lr',
                   'wd', 'batch', 'ep'), file=out)
@@ -467,6 +779,17 @@ def list_settings(table=None, out=None):
     return rows
 
 
+def error_text(e):
+    """One line for an exception the user can fix."""
+    if isinstance(e, OSError) and e.strerror:
+        text = '{}{}'.format(e.strerror, ': {}'.format(e.filename) if e.filename else '')
+    elif isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    else:
+        text = str(e) or type(e).__name__
+    return ' '.join(text.split())
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -475,12 +798,18 @@ def main(argv=None):
         elif args.command == 'run':
             run(args)
         elif args.command == 'summarize':
-            summarize(args.dirs)
+            summarize(args.dirs, out=open(os.devnull, 'w') if args.csv == '-' else None,
+                      csv_path=args.csv)
         elif args.command == 'cost':
             cost(args)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print('mixnorm-exp: error: {}'.format(e.args[0] if e.args else e), file=sys.stderr)
+    except (KeyError, ValueError, OSError, RuntimeError) as e:
+        print('mixnorm-exp: error: {}'.format(error_text(e)), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print('mixnorm-exp: interrupted{}'.format(
+            '; the snapshots are kept: continue with the same command and --resume'
+            if args.command == 'run' else ''), file=sys.stderr)
+        return 130
     return 0
 
 

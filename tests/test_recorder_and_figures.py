@@ -75,7 +75,7 @@ def test_recording_survives_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_figure1_script(mn_run, tmp_path):
+def test_figure1_script(mn_run, tmp_path, capsys):
     fig1 = load_script(1)
     out = str(tmp_path / 'f1.png')
     numbers = fig1.main(['--run', mn_run, '--layer', 'conv2', '--channels', '3', '--out', out])
@@ -86,8 +86,11 @@ def test_figure1_script(mn_run, tmp_path):
         assert key in numbers
     again = fig1.main(['--run', mn_run, '--layer', 'conv2', '--channels', '3', '--out', out])
     assert again == numbers                                   # deterministic
-    with pytest.raises(ValueError, match='--record conv4'):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:                      # one line, no traceback
         fig1.main(['--run', mn_run, '--layer', 'conv4', '--out', out])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and '--record conv4' in err and len(err.splitlines()) == 1
 
 
 def test_figure1_numbers_on_a_known_mixture():
@@ -103,7 +106,7 @@ def test_figure1_numbers_on_a_known_mixture():
 
 
 @pytest.mark.slow
-def test_figure8_script(mn_run, tmp_path):
+def test_figure8_script(mn_run, tmp_path, capsys):
     fig8 = load_script(8)
     out = str(tmp_path / 'f8.png')
     numbers = fig8.main(['--run', mn_run, '--channels', '2', '--out', out])
@@ -113,5 +116,8 @@ def test_figure8_script(mn_run, tmp_path):
     for f in numbers['by_fraction']:
         assert abs(sum(f['weights_sorted']) - 1) < 1e-3
         assert f['weights_sorted'] == sorted(f['weights_sorted'], reverse=True)
-    with pytest.raises(ValueError, match='no MN captures'):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
         fig8.main(['--run', mn_run, '--layer', 'conv2', '--out', out])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'no MN captures' in err and len(err.splitlines()) == 1
