@@ -29,7 +29,7 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
-from mixnorm_chainer import MixtureNormalization, gmm, runner
+from mixnorm_chainer import MixtureNormalization, gmm, runfolder, runner
 
 
 def sync(device):
@@ -161,11 +161,10 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='tiny sizes (the CI dry run)')
     args = parser.parse_args(argv)
     try:
-        device = chainer.get_device(args.device)
+        device = runfolder.get_device(args.device)
         device.use()
-    except Exception as e:
-        print('bench_gpu: cannot use device {}: {} (run `python -m mixnorm_chainer.doctor`)'
-              .format(args.device, ' '.join(str(e).split())), file=sys.stderr)
+    except runfolder.RunError as e:
+        print('bench_gpu: {}'.format(e), file=sys.stderr)
         return 2
     shapes = [(4, 8, 4, 4)] if args.quick else [(256, 128, 8, 8), (128, 768, 7, 7)]
     repeats = 2 if args.quick else 20

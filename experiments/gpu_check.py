@@ -40,7 +40,7 @@ import chainer
 import chainer.functions as F
 from chainer.backend import get_array_module
 
-from mixnorm_chainer import fit_gmm, gmm, kernels, mixture_normalization
+from mixnorm_chainer import fit_gmm, gmm, kernels, mixture_normalization, runfolder
 from mixnorm_chainer.gbn import generalized_batch_normalization
 from mixnorm_chainer.models import CifarCNN
 
@@ -237,11 +237,10 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='tiny sizes (the CI dry run)')
     args = parser.parse_args(argv)
     try:
-        device = chainer.get_device(args.device)
+        device = runfolder.get_device(args.device)
         device.use()
-    except Exception as e:
-        print('gpu_check: cannot use device {}: {} (run `python -m mixnorm_chainer.doctor`)'
-              .format(args.device, ' '.join(str(e).split())), file=sys.stderr)
+    except runfolder.RunError as e:
+        print('gpu_check: {}'.format(e), file=sys.stderr)
         return 2
     checks = Checks()
     shape = (4, 8, 4, 4) if args.quick else (256, 128, 8, 8)

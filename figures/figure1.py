@@ -30,7 +30,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mixnorm_chainer import fit_gmm, mixture_normalization  # noqa: E402
-from mixnorm_chainer.recorder import load_recording  # noqa: E402
+from mixnorm_chainer.recorder import load_run_recording  # noqa: E402
 
 COLORS = ('tab:orange', 'tab:purple', 'tab:green', 'tab:red', 'tab:brown')
 DENSITY = 'teal'
@@ -152,17 +152,11 @@ def main(argv=None):
     p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'figure1.png'))
     args = p.parse_args(argv)
 
-    path = os.path.join(args.run, 'recording.npz')
-    if not os.path.isfile(path):
-        p.exit(2, 'figure1: error: {} has no recording.npz ({}); it is written by '
-               '`mixnorm-exp run NAME --record conv2 --out DIR`\n'.format(
-                   args.run, 'no such folder' if not os.path.isdir(args.run)
-                   else 'not recorded, or the run has not started'))
     try:
-        recording = load_recording(os.path.join(args.run, 'recording.npz'))
+        recording = load_run_recording(args.run, 'conv2')
         cap = pick_capture(recording, args.layer, args.fraction)
-    except (ValueError, OSError, KeyError) as e:    # no such capture; damaged file
-        p.exit(2, 'figure1: error: {}: {}\n'.format(path, ' '.join(str(e).split())))
+    except (ValueError, KeyError) as e:             # no recording or capture; damaged file
+        p.exit(2, 'figure1: error: {}\n'.format(' '.join(str(e).split())))
     X = cap['x'].astype(numpy.float64)
     gmms, normalized, gains, skew = analyse(X, em_iters=args.em_iters, seed=args.seed)
     C = X.shape[1]

@@ -25,7 +25,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mixnorm_chainer.recorder import load_recording  # noqa: E402
+from mixnorm_chainer.recorder import load_run_recording  # noqa: E402
 
 COLORS = ('tab:olive', 'tab:blue', 'tab:orange', 'tab:purple', 'tab:red', 'tab:green',
           'tab:brown', 'tab:pink')
@@ -101,17 +101,11 @@ def main(argv=None):
     p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'figure8.png'))
     args = p.parse_args(argv)
 
-    path = os.path.join(args.run, 'recording.npz')
-    if not os.path.isfile(path):
-        p.exit(2, 'figure8: error: {} has no recording.npz ({}); it is written by '
-               '`mixnorm-exp run NAME --record LAYER (an MN layer) --out DIR`\n'.format(
-                   args.run, 'no such folder' if not os.path.isdir(args.run)
-                   else 'not recorded, or the run has not started'))
     try:
-        recording = load_recording(os.path.join(args.run, 'recording.npz'))
+        recording = load_run_recording(args.run, 'LAYER (an MN layer)')
         layer, caps = mn_captures(recording, args.layer)
-    except (ValueError, OSError, KeyError) as e:    # no such capture; damaged file
-        p.exit(2, 'figure8: error: {}: {}\n'.format(path, ' '.join(str(e).split())))
+    except (ValueError, KeyError) as e:             # no recording or capture; damaged file
+        p.exit(2, 'figure8: error: {}\n'.format(' '.join(str(e).split())))
     C = caps[0]['means'].shape[1]
     rng = numpy.random.RandomState(args.seed)
     channels = sorted(rng.choice(C, min(args.channels, C), replace=False).tolist())

@@ -158,40 +158,42 @@ def queue_posterior(X, weights, means, variances, n_present, decay, eps, fit=Non
     is computed in X's dtype. A row with no usable channel gets the prior.
     """
     xp = get_array_module(X)
+    if shift is None:
+        tau = _decay(weights, n_present, decay)
+        lam, mu, _ = queue_components(weights, means, variances, n_present)
+        shift = queue_centre(tau, lam, mu).astype(X.dtype)
+    log_prior, post_mu_s, post_var = _posterior_mixture(
+        weights, means, variances, n_present, decay, eps, fit, shift)
+    weighted = masked_log_gaussian_prob(X - shift, post_mu_s, post_var)
+    weighted += log_prior[None, :]
+    return xp.exp(weighted - logsumexp(weighted, axis=1)[:, None])
+
+
+def _posterior_mixture(weights, means, variances, n_present, decay, eps, fit, shift):
+    """The J components the posterior rho is taken over, in the dtype of ``shift``:
+    ``(log(tau lambda) (J,), means - shift (J, C), variances (J, C))`` of the fitted mixtures
+    ``fit`` (a component whose statistics have no mass gets lambda 0), or of the statistics
+    with ``sigma^2 + eps`` when ``fit`` is None."""
+    xp = get_array_module(weights)
     tau = _decay(weights, n_present, decay)
     lam, mu, var = queue_components(weights, means, variances, n_present)
-    if shift is None:
-        shift = queue_centre(tau, lam, mu).astype(X.dtype)
     if fit is None:
         post_lam, post_mu, post_var = lam, mu, var + eps
     else:
         post_lam, post_mu, post_var = queue_components(*fit, n_present)
         post_lam = xp.where(lam > 0, post_lam, 0)
     with numpy.errstate(divide='ignore'):
-        log_prior = xp.log(tau * post_lam).astype(X.dtype)
-    weighted = masked_log_gaussian_prob(X - shift, _centred(post_mu, shift),
-                                        post_var.astype(X.dtype))
-    weighted += log_prior[None, :]
-    return xp.exp(weighted - logsumexp(weighted, axis=1)[:, None])
+        log_prior = xp.log(tau * post_lam).astype(shift.dtype)
+    return log_prior, _centred(post_mu, shift), post_var.astype(shift.dtype)
 
 
 def _kernel_coefficients(x, weights, means, variances, n_present, decay, eps, fit, shift,
                          inv_sqrt_weight):
     """``rho / sqrt(weight)`` (m, J) by :func:`mixnorm_chainer.kernels.queue_coefficients`,
     from the same mixture as :func:`queue_posterior`."""
-    xp = get_array_module(x)
-    dtype = shift.dtype
-    tau = _decay(weights, n_present, decay)
-    lam, mu, var = queue_components(weights, means, variances, n_present)
-    if fit is None:
-        post_lam, post_mu, post_var = lam, mu, var + eps
-    else:
-        post_lam, post_mu, post_var = queue_components(*fit, n_present)
-        post_lam = xp.where(lam > 0, post_lam, 0)
-    with numpy.errstate(divide='ignore'):
-        log_prior = xp.log(tau * post_lam).astype(dtype)
-    post_mu_s, post_var = _centred(post_mu, shift), post_var.astype(dtype)
-    limit = usable_limit(dtype, post_mu_s, post_var).reshape(1).astype(dtype)
+    log_prior, post_mu_s, post_var = _posterior_mixture(
+        weights, means, variances, n_present, decay, eps, fit, shift)
+    limit = usable_limit(shift.dtype, post_mu_s, post_var).reshape(1).astype(shift.dtype)
     return kernels.queue_coefficients(x, shift, post_mu_s, post_var, log_prior,
                                       inv_sqrt_weight, limit)
 

@@ -51,6 +51,21 @@ class _CaptureHook(chainer.LinkHook):
             self.captured[key] = x.array if isinstance(x, chainer.Variable) else x
 
 
+def load_run_recording(run, record_hint):
+    """``load_recording(RUN/recording.npz)``, or a ValueError whose one-line message says why
+    it is missing and how it is written (``record_hint``: the ``--record`` argument to show)."""
+    path = os.path.join(run, 'recording.npz')
+    if not os.path.isfile(path):
+        raise ValueError('{} has no recording.npz ({}); it is written by `mixnorm-exp run NAME '
+                         '--record {} --out DIR`'.format(
+                             run, 'no such folder' if not os.path.isdir(run)
+                             else 'not recorded, or the run has not started', record_hint))
+    try:
+        return load_recording(path)
+    except (ValueError, OSError, KeyError) as e:        # a damaged file
+        raise ValueError('{}: {}'.format(path, ' '.join(str(e).split()))) from None
+
+
 def load_recording(path):
     """``recording.npz`` as a dict: ``iterations``, ``components`` {layer: counts},
     ``captures`` [dict with the capture's metadata and arrays]."""

@@ -44,5 +44,5 @@ def test_gpu_scripts_refuse_an_unusable_device(tmp_path):
                                '--device', '@cupy:0', '--json', str(tmp_path / 'r.json')],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2
-        assert 'cannot use device @cupy:0' in proc.stderr
+        assert '--device @cupy:0: CuPy/CUDA is not available' in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
