@@ -91,8 +91,10 @@ class MixtureNormalization(chainer.Link):
                      'min_weight', 'sample_fraction', 'activation', 'affine', 'inference',
                      'reg_covar')
     _shape_options = ('size', 'n_components', 'queue_length')
-    _queue_names = ('queue_weights', 'queue_means', 'queue_variances',
-                    'queue_fit_weights', 'queue_fit_means', 'queue_fit_variances')
+    #: the queue: the Eq. 35-36 statistics and the fitted mixtures of the last T steps
+    _statistics_queue = ('queue_weights', 'queue_means', 'queue_variances')
+    _fit_queue = ('queue_fit_weights', 'queue_fit_means', 'queue_fit_variances')
+    _queue_names = _statistics_queue + _fit_queue
 
     def __init__(self, size, n_components=3, em_iters=2, eps=2e-5, queue_length=10,
                  queue_decay=0.9, min_weight=0.01, sample_fraction=1.0, dtype=None,
@@ -180,7 +182,7 @@ class MixtureNormalization(chainer.Link):
         if not isinstance(serializer, chainer.Deserializer):
             super().serialize(serializer)
             return
-        super().serialize(_SkipMissing(serializer, self._queue_names[3:]))
+        super().serialize(_SkipMissing(serializer, self._fit_queue))
         self.queue_count = int(self.queue_count)
         if self.queue_count and not bool((self.queue_fit_weights[-1] > 0).any()):
             # a snapshot of version 0.1 has no fitted mixtures in its queue: until training
