@@ -28,11 +28,15 @@ The same node serves test mode (Eq. 38), where the components are the queue's an
 statistics are fixed: then no gradient flows through the statistics (as in
 ``F.fixed_batch_normalization``).
 
-Computation: every per-row quantity is an (m, K) x (K, C) product, so no (m, K, C) array is
-formed; the fused-ReLU path loops over K. Rows far off-centre are shifted by a per-channel
-constant before the sums of squares (training: :func:`~mixnorm_chainer.gmm.centering_shift`;
-test mode: the queue's mixture mean), which leaves the transform unchanged and keeps float32
-precise. float16 inputs are computed in float32.
+Computation: on the CPU (and on the GPU with ``chainer.config.mixnorm_kernels = False``) every
+per-row quantity is an (m, K) x (K, C) product, so no (m, K, C) array is formed; the fused-ReLU
+path loops over K. Rows far off-centre are shifted by a per-channel constant before the sums of
+squares (training: :func:`~mixnorm_chainer.gmm.centering_shift`; test mode: the queue's mixture
+mean), which leaves the transform unchanged and keeps float32 precise, and components far from
+that constant compared with their spread are computed centred on their own mean
+(:func:`~mixnorm_chainer.gmm.far_components`). On the GPU the CUDA kernels of
+:mod:`mixnorm_chainer.kernels` compute the same on NCHW directly, every component centred.
+float16 inputs are computed in float32.
 """
 import collections
 import math
