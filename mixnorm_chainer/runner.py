@@ -802,6 +802,10 @@ def main(argv=None):
                       csv_path=args.csv)
         elif args.command == 'cost':
             cost(args)
+        sys.stdout.flush()                # a closed pipe surfaces here, not at exit
+    except BrokenPipeError:               # e.g. `mixnorm-exp list | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (KeyError, ValueError, OSError, RuntimeError) as e:
         print('mixnorm-exp: error: {}'.format(error_text(e)), file=sys.stderr)
         return 2

@@ -337,3 +337,16 @@ def test_run_folder_code_has_one_way_dependencies():
             elif isinstance(node, ast.Import):
                 names.update(p for a in node.names for p in a.name.split('.'))
         assert not names & banned, (module.__name__, names & banned)
+
+
+def test_list_into_a_closed_pipe_exits_quietly():
+    """`mixnorm-exp list | head -1`: no 'Broken pipe' error, exit status 0."""
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, '-c', 'import sys; from mixnorm_chainer.runner '
+                          'import main; sys.exit(main(["list"]))'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()                      # the reader has left before anything is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0, err
+    assert 'Broken pipe' not in err and 'Traceback' not in err, err
