@@ -32,11 +32,6 @@ import chainer.links as L
 from mixnorm_chainer import MixtureNormalization, gmm, runfolder, runner
 
 
-def sync(device):
-    if device.xp is not numpy:
-        device.xp.cuda.Stream.null.synchronize()
-
-
 def alternate(a, b, device, repeats):
     """Median seconds of a and b, and the median ratio a/b over adjacent runs."""
     a()
@@ -44,10 +39,10 @@ def alternate(a, b, device, repeats):
     ta, tb = [], []
     for _ in range(repeats):
         for fn, times in ((a, ta), (b, tb)):
-            sync(device)
+            runfolder.synchronize(device)
             start = time.perf_counter()
             fn()
-            sync(device)
+            runfolder.synchronize(device)
             times.append(time.perf_counter() - start)
     return (statistics.median(ta), statistics.median(tb),
             statistics.median(x / y for x, y in zip(ta, tb)))
@@ -113,15 +108,7 @@ def bench_em(device, m, D, K, repeats):
         log_resp, _ = gmm.e_step(X, *params)
         gmm.m_step(X, None, xp.exp(log_resp), 1e-6)
 
-    em_iteration()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        em_iteration()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = runfolder.median_seconds(em_iteration, device, repeats)
     floor_bytes = 4 * (2 * m * D + 2 * K * m)
     bandwidth = peak_bandwidth(device)
     floor = None if bandwidth is None else floor_bytes / bandwidth

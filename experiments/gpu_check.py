@@ -24,7 +24,6 @@ a check fails.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,23 +78,6 @@ class Checks:
 def relative(a, b):
     a, b = (numpy.asarray(chainer.backends.cuda.to_cpu(v), numpy.float64) for v in (a, b))
     return float(numpy.abs(a - b).max() / max(numpy.abs(b).max(), 1e-30))
-
-
-def sync(device):
-    if device.xp is not numpy:
-        device.xp.cuda.Stream.null.synchronize()
-
-
-def timed(fn, device, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def check_doctor(checks):
@@ -184,7 +166,7 @@ def check_network(checks, device, batch, size, steps):
             loss.backward()
             optimizer.update()
 
-        timings[name] = timed(step, device, steps)
+        timings[name] = runfolder.median_seconds(step, device, steps)
         with chainer.using_config('train', False), chainer.no_backprop_mode():
             accuracy = float(F.accuracy(model(x), t).array)
         checks.add('CifarCNN {} batch {} {}x{}: ms/step'.format(name, batch, size, size),

@@ -127,14 +127,9 @@ class GANUpdater(training.StandardUpdater):
             if not bool(self._dev.xp.isfinite(v.array)):
                 raise RuntimeError('{} is {} at iteration {}'.format(
                     name, float(v.array), self.iteration))
-        _sync(self._dev)
+        runfolder.synchronize(self._dev)
         chainer.reporter.report({'gen/loss': loss_gen, 'dis/loss': loss_dis,
                                  'time/update': time.perf_counter() - start})
-
-
-def _sync(device):
-    if device.xp is not numpy:
-        device.device.synchronize()
 
 
 def generate(generator, n, rng, batch_size=100, device=None):

@@ -25,7 +25,9 @@ import json
 import os
 import re
 import shutil
+import statistics
 import sys
+import time
 import zipfile
 
 import chainer
@@ -92,6 +94,26 @@ def read_json(path, what='file'):
     except UnicodeDecodeError:
         raise RunError('{} is not a text (JSON) file; the {} is damaged: restore it or '
                        'rerun'.format(path, what)) from None
+
+
+def synchronize(device):
+    """Wait for the device's queued work (a no-op on the CPU), e.g. before reading a clock."""
+    if device.xp is not numpy:
+        device.device.synchronize()
+
+
+def median_seconds(fn, device, repeats):
+    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call, with the
+    device synchronized around each call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def get_device(spec):

@@ -589,11 +589,11 @@ def cost(args, out=None):
                 numpy.int32))
             for _ in range(args.warmup):
                 opt.update(model, x, t)
-            _sync(device)
+            runfolder.synchronize(device)
             start = time.perf_counter()
             for _ in range(args.iters):
                 opt.update(model, x, t)
-            _sync(device)
+            runfolder.synchronize(device)
             rate = args.iters / (time.perf_counter() - start)
             results.append({'depth': depth, 'batch': batch, 'dim': dim, 'K': K, 'its': rate,
                             'paper': paper.get(K)})
@@ -601,11 +601,6 @@ def cost(args, out=None):
                 'BN' if K == 1 else 'MN', K, batch, dim, rate, _fmt(paper.get(K))), file=out,
                 flush=True)
     return results
-
-
-def _sync(device):
-    if device.xp is not numpy:
-        device.device.synchronize()
 
 
 # -- command line --------------------------------------------------------------------------
