@@ -1,12 +1,33 @@
-"""DenseNet-40 with Nesterov at the paper's lr 0.1: BN vs MN, first steps and gradient scale.
+"""DenseNet with Nesterov at the paper's lr 0.1: BN vs MN, first steps, output scale at init.
 
-Reproduces the README's "DenseNet with MN and Nesterov at lr 0.1" numbers on offline digits:
-the training loss of the first ``--steps`` updates (batch 64, momentum 0.9, wd 1e-4) for BN and
-for MN at the final BN with several options, and the gradient norm at initialization.
+The check for "DenseNet with MN and Nesterov at lr 0.1" (Section 4.4, Figure 5) on offline
+digits: MN with the default gamma = 1 diverges within a few steps where BN trains, and starting
+gamma at 1/sqrt(K) (``initial_gamma='1/sqrt(K)'``) removes that. The suspected cause is Eq. 34's
+output scale: a row owned by one component is divided by sqrt(lambda_k), so the layer's output
+has a second moment of about K at initialization instead of BN's 1.
 
-    python experiments/densenet_nag_check.py [--size 16|32] [--depth 40] [--steps 12]
+For each variant and seed (the seed sets both the model's initialization and the batch order):
+the training loss of the first and last of ``--steps`` updates (batch 64, NesterovAG momentum
+0.9, wd 1e-4), the largest loss, "diverged" (last loss > first loss, or non-finite), the
+gradient norm at initialization, and the second moment E[y^2] (mean over channels and rows) of
+the trans1, trans2 and final normalizations' output on the first batch, before the ReLU (for
+an MN layer with Eq. 40's fused ReLU: Eq. 34 + affine recomputed from its fit without the
+ReLU); a BN layer gives ~1. Then a summary per variant over the seeds.
+
+    python experiments/densenet_nag_check.py --depth 22 --size 32 --steps 12 --seeds 0,1,2
+    python experiments/densenet_nag_check.py --depth 40 --size 16 --steps 12 --seeds 0,1,2 \\
+        --variants bn,all5,all5g
+    python experiments/densenet_nag_check.py --layer-moments
+
+``--layer-moments`` instead measures E[y^2] of a single ``MixtureNormalization`` in training
+mode (K = 1, 3, 5, default gamma and '1/sqrt(K)') on well-separated mixture data and on
+ReLU-like data, next to Eq. 34's prediction for hard-assigned rows: E[y^2] = sum_k lambda_k *
+(1/lambda_k) * sigma_k^2 / (sigma_k^2 + eps) ~= K_eff (components left after pruning).
 """
 import argparse
+import shlex
+import sys
+import time
 
 import numpy
 
@@ -16,49 +37,235 @@ import mixnorm_chainer  # noqa: F401  (before chainer: numpy >= 2 support)
 import chainer
 import chainer.links as L
 
+from mixnorm_chainer import MixtureNormalization, mixture_normalization
 from mixnorm_chainer.datasets import get_digits
+from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.models import DenseNet
 
-VARIANTS = (((), {}), (('final',), {'n_components': 5}), (('final',), {'n_components': 3}),
-            (('final',), {'n_components': 5, 'min_weight': 0.05}),
-            (('trans1', 'trans2', 'final'), {'n_components': 5}))
+ALL_MN = ('trans1', 'trans2', 'final')
+RULE = {'initial_gamma': '1/sqrt(K)'}
+#: key: (label, mn_layers, MN options)
+VARIANTS = {
+    'bn': ('BN', (), {}),
+    'final5': ('MN final K=5', ('final',), {'n_components': 5}),
+    'all5': ('MN t1/t2/final K=5', ALL_MN, {'n_components': 5}),
+    'final1': ('MN final K=1', ('final',), {'n_components': 1}),
+    'final5g': ('MN final K=5 g=1/sqrt(K)', ('final',), dict(n_components=5, **RULE)),
+    'all5g': ('MN t1/t2/final K=5 g=1/sqrt(K)', ALL_MN, dict(n_components=5, **RULE)),
+}
+BATCH = 64
 
 
-def build(depth, mn_layers, options):
-    numpy.random.seed(0)
-    return L.Classifier(DenseNet(depth, 12, 100, mn_layers=mn_layers, em_iters=2, seed=0,
-                                 **options))
+def build(depth, n_classes, seed, mn_layers, options):
+    numpy.random.seed(seed)          # chainer's initializers draw from numpy.random
+    return L.Classifier(DenseNet(depth, 12, n_classes, mn_layers=mn_layers, em_iters=2,
+                                 seed=seed, **options))
+
+
+def pre_activation(link, x):
+    """The normalization's output before the ReLU, for the input x it was just called on."""
+    if not isinstance(link, MixtureNormalization):
+        return None                  # BN: its output is already pre-ReLU
+    nu = link.last_fit.responsibilities(to_rows(x))
+    with chainer.no_backprop_mode():
+        return mixture_normalization(x, link.gamma.array, link.beta.array, nu, link.eps,
+                                     link.affine).array
+
+
+def record_outputs(net, names):
+    """Wrap the named normalizations so each call stores E[y^2] (pre-ReLU) in the returned
+    dict; returns (moments, undo)."""
+    moments = {}
+    links = net.norm_layers()
+    for name in names:
+        link = links[name]
+
+        def forward(x, link=link, name=name, original=link.forward):
+            y = original(x)
+            pre = pre_activation(link, x.array if isinstance(x, chainer.Variable) else x)
+            out = y.array if pre is None else pre
+            moments[name] = float((out.astype(numpy.float64) ** 2).mean())
+            return y
+        link.forward = forward
+
+    def undo():
+        for name in names:
+            del links[name].forward
+    return moments, undo
+
+
+def run_one(args, X, T, seed, mn_layers, options):
+    model = build(args.depth, args.classes, seed, mn_layers, options)
+    opt = chainer.optimizers.NesterovAG(lr=args.lr, momentum=0.9)
+    opt.setup(model)
+    opt.add_hook(chainer.optimizer_hooks.WeightDecay(1e-4))
+    order = numpy.random.RandomState(seed)
+    losses, grad, moments, error = [], None, {}, None
+    for step in range(args.steps):
+        idx = order.choice(len(T), BATCH, replace=False)
+        undo = None
+        if step == 0:
+            moments, undo = record_outputs(model.predictor, ALL_MN)
+        try:
+            model.cleargrads()
+            loss = model(X[idx], T[idx])
+            loss.backward()
+        except ValueError as e:      # e.g. MN asked to fit non-finite activations
+            error = f'step {step + 1}: {str(e).splitlines()[0][:60]}'
+            losses.append(float('nan'))
+            break
+        finally:
+            if undo is not None:
+                undo()
+        losses.append(float(loss.array))
+        if step == 0:
+            grad = numpy.sqrt(sum(float((p.grad.astype(numpy.float64) ** 2).sum())
+                                  for p in model.params() if p.grad is not None))
+        del loss
+        opt.update()                 # uses the gradients above (plus the weight-decay hook)
+    return dict(losses=losses, grad=grad, moments=moments, error=error)
+
+
+def fmt(v, spec='.2f'):
+    if v is None:
+        return '-'
+    return format(v, spec) if numpy.isfinite(v) else str(v)
+
+
+def table(header, rows):
+    print('| ' + ' | '.join(header) + ' |')
+    print('|' + '|'.join('---' for _ in header) + '|')
+    for row in rows:
+        print('| ' + ' | '.join(row) + ' |')
+    print(flush=True)
+
+
+def training(args):
+    keys = args.variants.split(',')
+    unknown = [k for k in keys if k not in VARIANTS]
+    if unknown:
+        sys.exit(f'unknown variant(s) {unknown}; choose from {",".join(VARIANTS)}')
+    seeds = [int(s) for s in args.seeds.split(',')]
+    print(f'DenseNet-{args.depth} (k=12, {args.classes} classes), digits {args.size}x{args.size}, '
+          f'batch {BATCH}, NesterovAG lr {args.lr} momentum 0.9, wd 1e-4, {args.steps} steps, '
+          f'MN "EM iter." 2, fused ReLU (Eq. 40); seeds {seeds} (init + batch order)')
+    print('E[y^2]: second moment of the normalization output before ReLU on the first batch '
+          '(* = MN layer, else BN); grad norm: of all parameter gradients at init.\n',
+          flush=True)
+    train, _ = get_digits(args.size)
+    X = numpy.stack([image for image, _ in train])
+    T = numpy.array([label for _, label in train])
+    results = {}
+    rows = []
+    for key in keys:
+        label, mn_layers, options = VARIANTS[key]
+        for seed in seeds:
+            start = time.time()
+            r = results[key, seed] = run_one(args, X, T, seed, mn_layers, options)
+            r['time'] = time.time() - start
+            losses = r['losses']
+            finite = numpy.isfinite(losses).all()
+            r['diverged'] = (not finite) or losses[-1] > losses[0]
+            ref = results.get(('bn', seed))
+            if key != 'bn' and ref is not None and len(ref['losses']) == len(losses):
+                diff = fmt(float(numpy.max(numpy.abs(numpy.subtract(losses, ref['losses'])))),
+                           '.1e')
+            else:
+                diff = '-'
+            rows.append([label, str(seed), fmt(losses[0]), fmt(losses[-1]),
+                         fmt(float(numpy.max(losses))), 'yes' if r['diverged'] else 'no',
+                         fmt(r['grad'])]
+                        + [fmt(r['moments'].get(n)) + ('*' if n in mn_layers else '')
+                           for n in ALL_MN]
+                        + [diff, f'{r["time"]:.0f}'])
+            print(f'  [{label}, seed {seed}: {r["time"]:.0f} s; losses '
+                  + ' '.join(fmt(v) for v in losses)
+                  + (f'; {r["error"]}' if r['error'] else '') + ']', flush=True)
+    print()
+    table(['variant', 'seed', 'loss step 1', f'loss step {args.steps}', 'max loss',
+           'diverged', 'grad norm init', 'E[y^2] trans1', 'E[y^2] trans2', 'E[y^2] final',
+           'max abs(loss - BN)', 'time s'], rows)
+    summary = []
+    for key in keys:
+        label, mn_layers, _ = VARIANTS[key]
+        rs = [results[key, s] for s in seeds]
+        final = numpy.array([r['losses'][-1] for r in rs])
+        grads = [r['grad'] for r in rs if r['grad'] is not None]
+        mn_moments = [r['moments'][n] for r in rs for n in mn_layers if n in r['moments']]
+        summary.append([label, f'{fmt(float(numpy.median(final)))} '
+                               f'[{fmt(float(numpy.min(final)))}, {fmt(float(numpy.max(final)))}]',
+                        f'{sum(r["diverged"] for r in rs)}/{len(rs)}',
+                        fmt(float(numpy.median(grads))) if grads else '-',
+                        (f'{min(mn_moments):.2f}-{max(mn_moments):.2f}' if mn_moments else '-')])
+    table(['variant', f'final loss (step {args.steps}): median [min, max]', 'diverged',
+           'median grad norm init', 'E[y^2] of MN layers (range)'], summary)
+
+
+def layer_data(kind, K, rng, m=4096, C=4):
+    """(m, C) rows: 'mixture' = K well-separated Gaussians (unit std, means 12 apart per
+    channel, weights proportional to 1..K); 'relu' = relu(N(0, 1)) (K ignored)."""
+    if kind == 'relu':
+        return numpy.maximum(rng.normal(size=(m, C)), 0)
+    weights = numpy.arange(1, K + 1) / (K * (K + 1) / 2)
+    labels = rng.choice(K, size=m, p=weights)
+    means = 12.0 * numpy.stack([rng.permutation(K) for _ in range(C)], axis=1)
+    return means[labels] + rng.normal(size=(m, C))
+
+
+def layer_moments(args):
+    seeds = [int(s) for s in args.seeds.split(',')]
+    print('E[y^2] of MixtureNormalization(4, n_components=K) in training mode ("EM iter." 2), '
+          f'4096 rows x 4 channels, mean over seeds {seeds}; prediction for hard-assigned rows '
+          '(Eq. 34): sum_k lambda_k (1/lambda_k) sigma_k^2/(sigma_k^2+eps) ~= K_eff, times '
+          'gamma^2 (1/K with the rule). "max nu": mean over rows of the largest '
+          'responsibility (1 = hard assignment).\n')
+    rows = []
+    for kind, label in (('mixture', 'K well-separated Gaussians'), ('relu', 'relu(N(0,1))')):
+        for K in (1, 3, 5):
+            out = {None: [], '1/sqrt(K)': []}
+            keff, hard, pred = [], [], []
+            for seed in seeds:
+                x = layer_data(kind, K, numpy.random.default_rng(seed)).astype(numpy.float32)
+                for rule in out:
+                    link = MixtureNormalization(4, n_components=K, seed=seed, initial_gamma=rule)
+                    with chainer.using_config('train', True):
+                        y = link(x).array.astype(numpy.float64)
+                    out[rule].append(float((y ** 2).mean()))
+                    if rule is None:
+                        lam, _, var = link.last_statistics
+                        keff.append(link.n_effective_components)
+                        hard.append(float(link.last_fit.responsibilities(x).max(axis=1).mean()))
+                        pred.append(float((lam > 0).astype(float) @ (var / (var + link.eps))
+                                          .mean(axis=1)))
+            rows.append([label, str(K), f'{numpy.mean(keff):.1f}', f'{numpy.mean(hard):.3f}',
+                         f'{numpy.mean(pred):.2f}', f'{numpy.mean(out[None]):.3f}',
+                         f'{numpy.mean(pred) / K:.2f}', f'{numpy.mean(out["1/sqrt(K)"]):.3f}'])
+    table(['data', 'K', 'K_eff', 'max nu', 'predicted (gamma=1)', 'E[y^2] gamma=1',
+           'predicted (1/sqrt(K))', 'E[y^2] 1/sqrt(K)'], rows)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size', type=int, default=16)
-    p.add_argument('--depth', type=int, default=40)
+    p.add_argument('--seeds', default='0,1,2', help='comma-separated (init + batch order)')
+    p.add_argument('--depth', type=int, default=22)
+    p.add_argument('--size', type=int, default=32)
     p.add_argument('--steps', type=int, default=12)
     p.add_argument('--lr', type=float, default=0.1)
+    p.add_argument('--classes', type=int, default=10, help='classifier outputs (digits: 10)')
+    p.add_argument('--variants', default=','.join(VARIANTS),
+                   help='comma-separated subset of ' + ','.join(VARIANTS))
+    p.add_argument('--layer-moments', action='store_true',
+                   help='only the single-layer E[y^2] table (a few seconds)')
     args = p.parse_args(argv)
-    train, _ = get_digits(args.size)
-    X = numpy.stack([image for image, _ in train])
-    T = numpy.array([label for _, label in train])
-    for mn_layers, options in VARIANTS:
-        model = build(args.depth, mn_layers, options)
-        loss = model(X[:64], T[:64])
-        model.cleargrads()
-        loss.backward()
-        grad = numpy.sqrt(sum(float((p.grad ** 2).sum()) for p in model.params()))
-        model = build(args.depth, mn_layers, options)
-        opt = chainer.optimizers.NesterovAG(lr=args.lr, momentum=0.9)
-        opt.setup(model)
-        opt.add_hook(chainer.optimizer_hooks.WeightDecay(1e-4))
-        order = numpy.random.RandomState(0)
-        losses = []
-        for _ in range(args.steps):
-            idx = order.choice(len(T), 64, replace=False)
-            opt.update(model, X[idx], T[idx])
-            losses.append(float(model.loss.array))
-        print('{:<28} {:<36} |grad| at init {:6.2f}  losses {}'.format(
-            ','.join(mn_layers) or 'BN', str(options), grad,
-            ' '.join('{:.2f}'.format(v) for v in losses)), flush=True)
+    argv = sys.argv[1:] if argv is None else argv
+    print('$ python experiments/densenet_nag_check.py ' + ' '.join(map(shlex.quote, argv)))
+    print(f'(numpy {numpy.__version__}, chainer {chainer.__version__})\n', flush=True)
+    start = time.time()
+    if args.layer_moments:
+        layer_moments(args)
+    else:
+        training(args)
+    print(f'wall time {time.time() - start:.0f} s')
 
 
 if __name__ == '__main__':

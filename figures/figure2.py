@@ -31,8 +31,9 @@ def body(args):
         runs, lambda r: (r.dataset, r.setting['lr'], r.setting['weight_decay']),
         order=lambda k: (k[0], k[1], -k[2]))
     fig, summary = plotting.draw_test_error_panels(panels, title, args.window, args.align,
-                                                   args.ylim)
-    fig.suptitle('CIFAR CNN: test error, mean and 1 std within {} epochs'.format(args.window))
+                                                   args.ylim, args.band)
+    fig.suptitle('CIFAR CNN: test error, {}'.format(
+        plotting.band_text(runs, args.window, args.band)))
     plotting.save_figure(fig, args.out)
     lines = ['{}: {} panel(s) -> {}'.format(PROG, len(panels), args.out)]
     return summary, lines + plotting.format_curve_rows(summary)

@@ -86,10 +86,9 @@ def body(args):
                 (m, plotting.MN_COLORS[i % len(plotting.MN_COLORS)], curve_label(m, kind))
                 for i, m in enumerate(members)]
             for run, color, label in curves:
-                ep, acc = run.series(plotting.ACC_KEY)
-                plotting.plot_band(ax, ep, plotting.error_percent(acc), args.window,
-                                   args.align, color, '{} ({})'.format(label, run.label)
-                                   if run.is_mn else label)
+                plotting.plot_run(ax, run, plotting.ACC_KEY, args.window, args.align, color,
+                                  '{} ({})'.format(label, run.label) if run.is_mn else label,
+                                  band=args.band)
                 summary.setdefault(run.dir, dict(
                     name=run.name, label=run.label, dataset=run.dataset,
                     **plotting.curve_summary(run, plotting.ACC_KEY, args.window, args.align)))
@@ -99,7 +98,8 @@ def body(args):
                 s['n_components'], ', layer ' + '+'.join(s['mn_layers']) if kind == 'em_iters'
                 else ', EM iter. {}'.format(s['em_iters'])), fontsize='medium')
             plotting.finish_axes(ax, 'epoch', 'test error (%)', ylim=args.ylim)
-    fig.suptitle('CIFAR CNN: test error, mean and 1 std within {} epochs'.format(args.window))
+    fig.suptitle('CIFAR CNN: test error, {}'.format(plotting.band_text(runs, args.window,
+                                                                        args.band)))
     plotting.save_figure(fig, args.out)
     lines = ['{}: {} row(s) ({}) -> {}'.format(PROG, len(rows), ', '.join(rows), args.out)]
     return summary, lines + plotting.format_curve_rows(summary)

@@ -33,8 +33,9 @@ def body(args):
     panels = plotting.group_panels(
         runs, lambda r: (r.dataset, r.setting['lr'], r.setting['optimizer']))
     fig, summary = plotting.draw_test_error_panels(panels, title, args.window, args.align,
-                                                   args.ylim)
-    fig.suptitle('Inception-V3: test error, mean and 1 std within {} epochs'.format(args.window))
+                                                   args.ylim, args.band)
+    fig.suptitle('Inception-V3: test error, {}'.format(
+        plotting.band_text(runs, args.window, args.band)))
     plotting.save_figure(fig, args.out)
     lines = ['{}: {} panel(s) -> {}'.format(PROG, len(panels), args.out)]
     return summary, lines + plotting.format_curve_rows(summary)

@@ -47,10 +47,7 @@ def body(args):
     fig, axes = plotting.new_figure(len(PANELS), ncols=2)
     for ax, (key, title, ylabel) in zip(axes, PANELS):
         for run, color, ls, label in curves:
-            ep, v = run.series(key)
-            if key.endswith('accuracy'):
-                v = plotting.error_percent(v)
-            plotting.plot_band(ax, ep, v, args.window, args.align, color, label, ls)
+            plotting.plot_run(ax, run, key, args.window, args.align, color, label, ls, args.band)
         ax.set_title(title, fontsize='medium')
         if key.endswith('loss'):
             positive = numpy.concatenate([run.series(key)[1] for run, *_ in curves])
@@ -58,7 +55,7 @@ def body(args):
             if positive.size and positive.max() > 20 * positive.min():
                 ax.set_yscale('log')
         plotting.finish_axes(ax, 'epoch', ylabel, legend=ax is axes[0], legend_loc='center right')
-    fig.suptitle('DenseNet: mean and 1 std within {} epochs'.format(args.window))
+    fig.suptitle('DenseNet: {}'.format(plotting.band_text(runs, args.window, args.band)))
     plotting.save_figure(fig, args.out)
 
     summary = {}

@@ -62,7 +62,7 @@ def module_colors(n):
 
 
 def body(args):
-    runs = plotting.load_runs(args.run)
+    runs = plotting.load_runs(args.run, merge=False)   # one panel per seed
     data = [(run, *module_counts(run)) for run in runs]
     n_max = max(len(c) for _, _, c in data)
     shared = all(list(c) == list(data[0][2]) for _, _, c in data)   # one legend for all

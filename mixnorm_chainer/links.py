@@ -23,12 +23,33 @@ from mixnorm_chainer.gmm import LOCAL, fit_gmm, rows_problem
 from mixnorm_chainer.queue import INFERENCE_FORMS, push, queue_normalization
 
 
-def split_em_iters(em_iters):
+def split_em_iters(em_iters, kmeans_iters=None):
     """The paper's "EM iter." -> (k-means iterations, EM iterations), "the same number of
-    iterations at two phases" (Section 4.2); an odd count gives the extra one to EM."""
+    iterations at two phases" (Section 4.2); an odd count gives the extra one to EM.
+    ``kmeans_iters`` (0..em_iters) overrides the split: the rest are EM iterations."""
     if int(em_iters) != em_iters or em_iters < 0:
         raise ValueError(f'em_iters must be an integer >= 0; got {em_iters!r}')
-    return int(em_iters) // 2, int(em_iters) - int(em_iters) // 2
+    if kmeans_iters is None:
+        return int(em_iters) // 2, int(em_iters) - int(em_iters) // 2
+    if int(kmeans_iters) != kmeans_iters or not 0 <= kmeans_iters <= em_iters:
+        raise ValueError(f'kmeans_iters must be an integer in [0, em_iters={em_iters}] (the '
+                         f'rest of "EM iter." are EM iterations); got {kmeans_iters!r}')
+    return int(kmeans_iters), int(em_iters) - int(kmeans_iters)
+
+
+#: ``initial_gamma`` values that depend on K (the DenseNet settings: docs/training-speed.md)
+GAMMA_RULES = {'1/sqrt(K)': lambda K: 1.0 / K ** 0.5}
+
+
+def resolve_initial_gamma(initial_gamma, n_components):
+    """``initial_gamma`` for :func:`add_scale_shift`: a rule of :data:`GAMMA_RULES` becomes its
+    value for ``n_components``; anything else is passed on as it is."""
+    if isinstance(initial_gamma, str):
+        if initial_gamma not in GAMMA_RULES:
+            raise ValueError('initial_gamma must be a number, an initializer or one of {}; got '
+                             '{!r}'.format(', '.join(map(repr, GAMMA_RULES)), initial_gamma))
+        return GAMMA_RULES[initial_gamma](n_components)
+    return initial_gamma
 
 
 def add_scale_shift(link, dtype, use_gamma=True, use_beta=True, initial_gamma=None,
@@ -61,6 +82,9 @@ class MixtureNormalization(chainer.Link):
         n_components: K, components of the GMM before pruning.
         em_iters: the paper's "EM iter.": k-means plus EM iterations, split equally
             (2 -> 1 k-means + 1 EM; PAPER-NOTES 2).
+        kmeans_iters: None (the equal split), or how many of ``em_iters`` are k-means
+            iterations (0: all EM; ``em_iters``: k-means only, the responsibilities of the
+            k-means fit's Gaussians).
         eps: added to component variances (Eq. 35).
         queue_length: T, the number of past mixtures kept for inference (Eq. 38).
         queue_decay: zeta of Eq. 39.
@@ -68,7 +92,11 @@ class MixtureNormalization(chainer.Link):
         sample_fraction: fraction of the rows the GMM is fitted on (Section 5.1).
         dtype: dtype of gamma and beta (default ``chainer.config.dtype``; float32 under
             ``chainer.mixed16``, as ``L.BatchNormalization``). The queue is float64.
-        use_gamma, use_beta, initial_gamma, initial_beta: as in ``L.BatchNormalization``.
+        use_gamma, use_beta, initial_gamma, initial_beta: as in ``L.BatchNormalization``;
+            ``initial_gamma='1/sqrt(K)'`` starts gamma at 1/sqrt(n_components): Eq. 34's
+            output has a second moment of about K at initialization (a row owned by one
+            component is divided by sqrt(lambda_k)); this scales it back to about 1 (the
+            DenseNet settings use it: docs/training-speed.md).
         activation: None, or ``'relu'`` for Eq. 40 (ReLU per component, fused into the layer).
         affine: ``'output'`` (gamma * xhat + beta after Eq. 34, default) or ``'statistics'``
             (Eq. 37 as printed).
@@ -76,6 +104,14 @@ class MixtureNormalization(chainer.Link):
             (see :mod:`mixnorm_chainer.queue`).
         reg_covar: the GMM's variance floor.
         seed: seed of the layer's random generator (k-means++ and subsampling draws).
+        pool_rows: 0 (default), or how many rows of each training batch to keep for the
+            paper's first inference strategy (a pool of the last T batches' rows, one mixture
+            fitted to it: :func:`mixnorm_chainer.inference.pool_fit`). The rows are chosen
+            without random draws (:func:`pool_indices`), so training is unchanged by the pool.
+            ``pool`` (T, pool_rows, C) float32 holds them, oldest entry first as the queue,
+            ``pool_sizes`` (T,) the rows of each entry (fewer when a batch has fewer than
+            ``pool_rows`` rows) and ``pool_count`` the entries filled; memory:
+            ``queue_length * pool_rows * size * 4`` bytes (:func:`pool_memory_bytes`).
 
     After a training step, ``last_fit`` is the fitted :class:`~mixnorm_chainer.GaussianMixture`
     (weights/means/variances of the GMM), ``last_statistics`` the (lambda, mu, sigma^2) the
@@ -87,20 +123,22 @@ class MixtureNormalization(chainer.Link):
     ``n_components`` and ``queue_length``.
     """
 
-    _option_names = ('size', 'n_components', 'em_iters', 'eps', 'queue_length', 'queue_decay',
-                     'min_weight', 'sample_fraction', 'activation', 'affine', 'inference',
-                     'reg_covar')
+    _option_names = ('size', 'n_components', 'em_iters', 'kmeans_iters', 'eps', 'queue_length',
+                     'queue_decay', 'min_weight', 'sample_fraction', 'activation', 'affine',
+                     'inference', 'reg_covar', 'pool_rows')
     _shape_options = ('size', 'n_components', 'queue_length')
     #: the queue: the Eq. 35-36 statistics and the fitted mixtures of the last T steps
     _statistics_queue = ('queue_weights', 'queue_means', 'queue_variances')
     _fit_queue = ('queue_fit_weights', 'queue_fit_means', 'queue_fit_variances')
     _queue_names = _statistics_queue + _fit_queue
+    #: the row pool (``pool_rows`` > 0): rows of the last T training batches
+    _pool_names = ('pool', 'pool_sizes', 'pool_count')
 
     def __init__(self, size, n_components=3, em_iters=2, eps=2e-5, queue_length=10,
                  queue_decay=0.9, min_weight=0.01, sample_fraction=1.0, dtype=None,
                  use_gamma=True, use_beta=True, initial_gamma=None, initial_beta=None,
                  activation=None, affine='output', inference='consistent', reg_covar=1e-6,
-                 seed=None):
+                 seed=None, kmeans_iters=None, pool_rows=0):
         super().__init__()
         if int(size) != size or size < 1:
             raise ValueError(f'size must be a positive integer; got {size!r}')
@@ -111,10 +149,11 @@ class MixtureNormalization(chainer.Link):
         self.size = int(size)
         self.n_components = int(n_components)
         self.queue_length = int(queue_length)
-        self._set_options(dict(em_iters=em_iters, eps=eps, queue_decay=queue_decay,
-                               min_weight=min_weight, sample_fraction=sample_fraction,
-                               activation=activation, affine=affine, inference=inference,
-                               reg_covar=reg_covar))
+        self._set_options(dict(em_iters=em_iters, kmeans_iters=kmeans_iters, eps=eps,
+                               queue_decay=queue_decay, min_weight=min_weight,
+                               sample_fraction=sample_fraction, activation=activation,
+                               affine=affine, inference=inference, reg_covar=reg_covar,
+                               pool_rows=pool_rows))
         self._rng = numpy.random.default_rng(seed)
         # Under chainer.mixed16 parameters and statistics stay float32, as in L.BatchNormalization
         dtype = chainer.get_dtype(dtype, map_mixed16=numpy.float32)
@@ -130,16 +169,20 @@ class MixtureNormalization(chainer.Link):
         self.queue_count = 0
         for name in self._queue_names + ('queue_count',):
             self.register_persistent(name)
+        for name in self._pool_names:
+            self.register_persistent(name)
 
-        add_scale_shift(self, dtype, use_gamma, use_beta, initial_gamma, initial_beta)
+        add_scale_shift(self, dtype, use_gamma, use_beta,
+                        resolve_initial_gamma(initial_gamma, self.n_components), initial_beta)
         self.last_fit = None
         self.last_statistics = None
 
     # -- options -------------------------------------------------------------------------
     def _set_options(self, options):
-        em = options['em_iters']
-        self.kmeans_iters, self.gmm_em_iters = split_em_iters(em)
+        em, kmeans = options['em_iters'], options.get('kmeans_iters')   # 0.1: no kmeans_iters
+        self.kmeans_iters, self.gmm_em_iters = split_em_iters(em, kmeans)
         self.em_iters = int(em)
+        self._kmeans_option = None if kmeans is None else int(kmeans)
         check_options(options['eps'], options['affine'], options['activation'])
         if options['inference'] not in INFERENCE_FORMS:
             raise ValueError('inference must be one of {}; got {!r}'.format(
@@ -160,10 +203,26 @@ class MixtureNormalization(chainer.Link):
         self.activation = options['activation']
         self.affine = options['affine']
         self.inference = options['inference']
+        # a snapshot without pool_rows (before the pool) keeps the link's own (empty) pool
+        self._resize_pool(options.get('pool_rows', getattr(self, 'pool_rows', 0)))
+
+    def _resize_pool(self, pool_rows):
+        """Set ``pool_rows``; (re)allocate an empty pool when its shape changes."""
+        if int(pool_rows) != pool_rows or pool_rows < 0:
+            raise ValueError(f'pool_rows must be an integer >= 0 (rows of each training batch '
+                             f'kept for the pool strategy; 0: no pool); got {pool_rows!r}')
+        self.pool_rows = int(pool_rows)
+        shape = (self.queue_length, self.pool_rows, self.size)
+        if getattr(self, 'pool', None) is None or self.pool.shape != shape:
+            self.pool = self.xp.zeros(shape, numpy.float32)
+            self.pool_sizes = self.xp.zeros(self.queue_length, numpy.int64)
+            self.pool_count = 0
 
     def options(self):
         """The layer's options as a dict (what ``serialize`` saves)."""
-        return {name: getattr(self, name) for name in self._option_names}
+        options = {name: getattr(self, name) for name in self._option_names}
+        options['kmeans_iters'] = self._kmeans_option
+        return options
 
     def serialize(self, serializer):
         options = _serialize_json(serializer, 'mn_options', self.options())
@@ -182,8 +241,12 @@ class MixtureNormalization(chainer.Link):
         if not isinstance(serializer, chainer.Deserializer):
             super().serialize(serializer)
             return
-        super().serialize(_SkipMissing(serializer, self._fit_queue))
+        # a snapshot without a pool (older, or pool_rows=0 when saved) leaves the pool empty
+        self.pool_count = 0
+        self.pool_sizes[...] = 0
+        super().serialize(_SkipMissing(serializer, self._fit_queue + self._pool_names))
         self.queue_count = int(self.queue_count)
+        self.pool_count = int(self.pool_count)
         if self.queue_count and not bool((self.queue_fit_weights[-1] > 0).any()):
             # a snapshot of version 0.1 has no fitted mixtures in its queue: until training
             # refills it, test mode takes the posteriors from the statistics (+ the fit's floor)
@@ -247,7 +310,42 @@ class MixtureNormalization(chainer.Link):
                  (gmm.weights, _uncentred(gmm.centred_means, gmm.center), gmm.variances))):
             push(queue, [a.astype(numpy.float64, copy=False) for a in mixture])
         self.queue_count = min(self.queue_count + 1, self.queue_length)
+        if self.pool_rows:
+            self._keep_pool_rows(rows)
         return y
+
+    def _keep_pool_rows(self, rows):
+        """Push the batch's :func:`pool_indices` rows onto the pool (no random draws)."""
+        xp = self.xp
+        ids = pool_indices(rows.shape[0], self.pool_rows)
+        self.pool[:-1] = self.pool[1:].copy()
+        self.pool[-1] = 0
+        self.pool[-1, :ids.size] = rows[xp.asarray(ids)].astype(numpy.float32, copy=False)
+        self.pool_sizes[:-1] = self.pool_sizes[1:].copy()
+        self.pool_sizes[-1] = ids.size
+        self.pool_count = min(self.pool_count + 1, self.queue_length)
+
+
+#: frac(i * golden ratio): the offsets of :func:`pool_indices` in their strata
+_GOLDEN = (5 ** 0.5 - 1) / 2
+
+
+def pool_indices(m, pool_rows):
+    """The rows of an m-row batch the pool keeps: ``n = min(pool_rows, m)`` sorted indices, the
+    i-th in the i-th of n strata of consecutive rows ``[i m // n, (i + 1) m // n)``, at the
+    offset ``floor(frac(i g) * stratum length)`` (g the golden ratio). Evenly strided like
+    ``i m // n``, but a stride that is a multiple of a feature map's H*W does not pick the
+    same pixel of every image. Deterministic: no random draws."""
+    n = min(int(pool_rows), int(m))
+    i = numpy.arange(n, dtype=numpy.int64)
+    low = i * m // n
+    length = (i + 1) * m // n - low
+    return low + numpy.floor(i * _GOLDEN % 1.0 * length).astype(numpy.int64)
+
+
+def pool_memory_bytes(queue_length, pool_rows, size):
+    """Memory of a link's row pool: ``queue_length * pool_rows * size * 4`` bytes (float32)."""
+    return int(queue_length) * int(pool_rows) * int(size) * 4
 
 
 def _uncentred(centred_means, center):

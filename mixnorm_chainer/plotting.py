@@ -30,7 +30,9 @@ import sys
 
 import numpy
 
-ACC_KEY = 'validation/main/accuracy'
+from mixnorm_chainer import seeds
+
+ACC_KEY = seeds.ACC_KEY
 BN_COLOR = 'tab:blue'
 MN_COLORS = ('tab:red', 'tab:green', 'tab:orange', 'tab:purple', 'tab:brown', 'tab:pink',
              'tab:olive', 'tab:cyan', 'tab:gray')
@@ -109,6 +111,9 @@ class Run:
     record: dict
     log: list
     recording: dict = None
+    #: runs of several seeds merged by :func:`merge_seeds`: each seed's log (``log`` is then
+    #: their mean at the epochs all of them have)
+    seed_logs: list = None
 
     @property
     def setting(self):
@@ -119,8 +124,25 @@ class Run:
         return self.setting['name']
 
     @property
+    def n_seeds(self):
+        return len(self.seed_logs) if self.seed_logs else 1
+
+    @property
     def label(self):
-        return self.setting.get('label') or self.name
+        label = self.setting.get('label') or self.name
+        options = seeds.options_of(self.record).get('mn_options') or {}
+        label += ''.join(' {}={}'.format(k, options[k]) for k in sorted(options)
+                         if k not in seeds.NEUTRAL_MN_OPTIONS)
+        return label + (' ({} seeds)'.format(self.n_seeds) if self.seed_logs else '')
+
+    def seed_std(self, key, by='epoch'):
+        """(``by`` values, standard deviation (ddof=0) over the seeds of ``key``) of a merged
+        run; zeros for a run of one seed."""
+        if not self.seed_logs:
+            x, v = self.series(key, by)
+            return x, numpy.zeros_like(v)
+        x, _, std, _ = seeds.mean_curve(self.seed_logs, key, by)
+        return x, std
 
     @property
     def baseline(self):
@@ -175,11 +197,44 @@ def load_run(directory):
     return Run(dir=directory, record=record, log=log, recording=recording)
 
 
-def load_runs(directories):
-    runs = [load_run(d) for d in directories]
+def load_runs(directories, merge=True):
+    """The runs in ``directories`` (a folder of ``mixnorm-exp run --seeds`` stands for its seed
+    folders); with ``merge`` the seeds of one variant become one run (:func:`merge_seeds`)."""
+    runs = [load_run(d) for d in seeds.expand_run_dirs(directories)]
     if not runs:
         raise FigureError('no run directories given (--run DIR [DIR ...])')
-    return runs
+    return merge_seeds(runs) if merge else runs
+
+
+def merge_seeds(runs):
+    """Runs of one variant (:func:`seeds.variant_key`: same setting, dataset, MN and data
+    options, epochs) with several seeds become one :class:`Run` whose log is the mean over the
+    seeds at the epochs all of them have (every numeric key), with ``seed_logs`` kept for the
+    bands; its ``recording`` is the first seed's. Other runs are returned as they are."""
+    groups = {}
+    for run in runs:
+        groups.setdefault(seeds.variant_key(run.record), []).append(run)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        members.sort(key=lambda r: seeds.seed_of(r.record))
+        logs = [m.log for m in members]
+        epochs = sorted(set.intersection(*({e['epoch'] for e in log} for log in logs)))
+        by_epoch = [{e['epoch']: e for e in log} for log in logs]
+        mean_log = []
+        for ep in epochs:
+            entries = [b[ep] for b in by_epoch]
+            keys = [k for k in entries[0] if all(isinstance(e.get(k), (int, float))
+                                                 for e in entries)]
+            mean_log.append({k: float(numpy.mean([e[k] for e in entries])) for k in keys})
+            mean_log[-1]['epoch'] = ep
+        first = members[0]
+        out.append(Run(dir=os.path.dirname(first.dir.rstrip(os.sep)) or first.dir,
+                       record=first.record, log=mean_log, recording=first.recording,
+                       seed_logs=logs))
+    return out
 
 
 def pair_with_baselines(runs):
@@ -314,6 +369,33 @@ def new_figure(n_panels, ncols=None, panel_size=PANEL_SIZE, extra_width=0.0):
     return fig, axes[:n_panels]
 
 
+def plot_run(ax, run, key, window, align='center', color=None, label=None, linestyle='-',
+             band='seeds'):
+    """Draw ``key`` of ``run`` (accuracies as error %): for a run merged over seeds with
+    ``band='seeds'`` the mean over seeds and +-1 std over seeds (the curve is not smoothed);
+    otherwise (one seed, or ``band='window'``) :func:`plot_band`'s running mean and +-1 std
+    within ``window`` epochs. Returns (mean, std)."""
+    x, y = run.series(key)
+    scale = 100.0 if key.endswith('accuracy') else 1.0
+    if key.endswith('accuracy'):
+        y = error_percent(y)
+    if run.n_seeds > 1 and band == 'seeds':
+        _, std = run.seed_std(key)
+        std = scale * std
+        ax.plot(x, y, color=color, label=label, linestyle=linestyle, linewidth=1.5)
+        ax.fill_between(x, y - std, y + std, color=color, alpha=0.2, linewidth=0)
+        return y, std
+    return plot_band(ax, x, y, window, align, color, label, linestyle)
+
+
+def band_text(runs, window, band='seeds'):
+    """How a figure's bands are drawn, for its title."""
+    n = max((r.n_seeds for r in runs), default=1)
+    if n > 1 and band == 'seeds':
+        return 'mean and 1 std over {} seeds'.format(n)
+    return 'mean and 1 std within {} epochs'.format(window)
+
+
 def plot_band(ax, x, y, window, align='center', color=None, label=None, linestyle='-',
               alpha=0.2):
     """Draw the running mean of ``y`` and a +-1 std band; returns (mean, std)."""
@@ -361,16 +443,16 @@ def curve_summary(run, key, window, align='center'):
             'mean_rolling_std': float(numpy.nanmean(std))}
 
 
-def draw_test_error_panels(panels, title, window, align='center', ylim=None):
+def draw_test_error_panels(panels, title, window, align='center', ylim=None, band='seeds'):
     """Figures 2 and 4: one panel per key of ``panels`` (from :func:`group_panels`) with the
-    test error (%) of its runs, running mean and +-1 std band within ``window`` epochs.
-    ``title(key, groups)`` gives each panel's title. Returns (figure, summary)."""
+    test error (%) of its runs (:func:`plot_run`: mean and +-1 std over seeds, or running mean
+    and +-1 std within ``window`` epochs). ``title(key, groups)`` gives each panel's title.
+    Returns (figure, summary)."""
     fig, axes = new_figure(len(panels))
     summary = {}
     for ax, (key, groups) in zip(axes, panels.items()):
         for run, color, ls, label in group_styles(groups):
-            ep, acc = run.series(ACC_KEY)
-            plot_band(ax, ep, error_percent(acc), window, align, color, label, ls)
+            plot_run(ax, run, ACC_KEY, window, align, color, label, ls, band)
             summary.setdefault(run.dir, dict(
                 name=run.name, label=run.label, dataset=run.dataset,
                 **curve_summary(run, ACC_KEY, window, align)))
@@ -418,6 +500,10 @@ def figure_parser(prog, description, out, window, window_help=None):
                    help='window centred on each point or ending at it (default %(default)s)')
     p.add_argument('--seed', type=int, default=0,
                    help='accepted for a uniform interface; the figures use no randomness')
+    p.add_argument('--band', choices=('seeds', 'window'), default='seeds',
+                   help='runs of several seeds (a folder of `mixnorm-exp run --seeds`): mean '
+                   'curve with +-1 std over the seeds (seeds, default), or the running mean/std '
+                   'within --window epochs of the mean curve (window)')
     return p
 
 

@@ -62,6 +62,9 @@ class Setting:
     gbn_alpha: float = None
     #: GAN settings (Section 4.5) train for this many generator updates instead of epochs.
     iterations: int = None
+    #: MN options of the setting beyond the paper's table (builders.MN_OPTIONS), as
+    #: ((key, value), ...); e.g. the DenseNet rows' initial gamma.
+    mn_options: tuple = ()
 
     @property
     def is_mn(self):
@@ -72,6 +75,7 @@ class Setting:
         d['mn_layers'] = list(self.mn_layers)
         d['schedule'] = list(self.schedule)
         d['gbn_layers'] = list(self.gbn_layers)
+        d['mn_options'] = dict(self.mn_options)
         return d
 
 
@@ -187,7 +191,12 @@ def _inception():
 
 def _densenet():
     """Section 4.4 (CIFAR-100, NAG 0.9, lr 0.1 /10 at 50% and 75%, batch 64, wd 1e-4, 200
-    epochs); MN replaces the BNs of both transitions and the final BN, K=5, EM iter. 2."""
+    epochs); MN replaces the BNs of both transitions and the final BN, K=5, EM iter. 2.
+
+    Not the paper's: the MN layers start with gamma = 1/sqrt(K) (``initial_gamma='1/sqrt(K)'``).
+    With gamma = 1, Eq. 34's output has a second moment of about K at initialization and this
+    network diverges at lr 0.1 within a few steps (docs/training-speed.md); give
+    ``--mn-option initial_gamma=1`` to run the paper's initialization."""
     best_error = {40: {'BN': 25.10, 'MN': 24.63}, 100: {'BN': 21.93, 'MN': 20.97}}
     for depth, errors in best_error.items():
         for label, err in errors.items():
@@ -199,7 +208,10 @@ def _densenet():
                 em_iters=2, optimizer='nesterov', lr=0.1, weight_decay=1e-4, batch_size=64,
                 epochs=200, schedule=('step', 0.1, (0.5, 0.75)),
                 baseline='dense{}-c100-BN'.format(depth) if mn else None,
-                paper={'best_error': err, 'max_acc': 100 - err})
+                paper={'best_error': err, 'max_acc': 100 - err},
+                mn_options=(('initial_gamma', '1/sqrt(K)'),) if mn else (),
+                notes='initial gamma 1/sqrt(K) (not in the paper: with 1 the network diverges '
+                      'at lr 0.1)' if mn else '')
 
 
 def _gbn():

@@ -36,6 +36,8 @@ from chainer import training
 
 SNAPSHOT_PREFIX = 'snapshot_'
 #: the files and folders a run writes into its folder (what --force replaces)
+#: models written by ``mixnorm-exp recompute`` (mixnorm_chainer.inference)
+RECOMPUTED_PREFIX = 'recomputed_'
 RUN_FILES = ('setting.json', 'log.json', 'log', 'args', 'recording.npz', 'loss.png',
              'accuracy.png', 'samples')
 
@@ -65,10 +67,14 @@ def format_value(v, spec='{:.2f}'):
     return '-' if v is None else spec.format(v)
 
 
-def default_out(setting, dataset, seed=0):
-    """``results/NAME``, ``results/NAME@DATASET`` for another dataset, ``-seedS`` appended for a
-    seed other than 0 (so runs of several seeds get folders of their own)."""
+def default_out(setting, dataset, seed=0, mn_options=None):
+    """``results/NAME``, ``results/NAME@DATASET`` for another dataset, ``+KEY=VALUE`` for each
+    MN option given to the run (characters other than letters, digits and ``._=-`` dropped),
+    ``-seedS`` appended for a seed other than 0 (so runs of several seeds get folders of their
+    own)."""
     name = setting.name if dataset == setting.dataset else '{}@{}'.format(setting.name, dataset)
+    for key in sorted(mn_options or {}):
+        name += '+' + re.sub(r'[^A-Za-z0-9_.=-]', '', '{}={}'.format(key, mn_options[key]))
     if seed:
         name += '-seed{}'.format(seed)
     return os.path.join('results', name)
@@ -172,7 +178,8 @@ def existing_run_files(out):
     if not os.path.isdir(out):
         return []
     return sorted(name for name in os.listdir(out)
-                  if name in RUN_FILES or name.startswith(SNAPSHOT_PREFIX))
+                  if name in RUN_FILES or name.startswith(SNAPSHOT_PREFIX) or
+                  name.startswith(RECOMPUTED_PREFIX))
 
 
 def _check_writable(out):
@@ -252,6 +259,8 @@ def write_chainerui_files(out, args_dict):
 # -- options of a resumed run --------------------------------------------------------------
 
 def option_name(key):
+    if key == 'mn_options':
+        return '--mn-option'
     return '--' + key.replace('_', '-')
 
 
@@ -274,6 +283,8 @@ def compare_options(current, stored, allowed=()):
 def _text(v):
     if v is None:
         return 'none'
+    if isinstance(v, dict):
+        return ' '.join('{}={}'.format(k, v[k]) for k in sorted(v)) or 'none'
     if isinstance(v, (list, tuple)):
         return ' '.join(str(x) for x in v) or 'none'
     return str(v)

@@ -3,7 +3,10 @@
     mixnorm-exp list [--table T]
     mixnorm-exp run NAME [--dataset D] [--data-dir DIR] [--epochs N | --scale F]
                          [--device @numpy|@cupy:0] [--seed S] [--out DIR] [--resume | --force]
-    mixnorm-exp summarize DIR [DIR ...] [--csv FILE]
+    mixnorm-exp summarize DIR [DIR ...] [--csv FILE] [--against DIR ...]
+    mixnorm-exp compare DIR [DIR ...] [--against DIR ...]
+    mixnorm-exp recompute RUN [--batches N]
+    mixnorm-exp evaluate RUN [RUN ...] [--strategies queue,printed,pool,recompute,train-mode]
     mixnorm-exp cost [--device ...] [--iters N]
 
 A run is a ``chainer.training.Trainer`` with an Evaluator, LogReport (``log.json``, and ``log``
@@ -32,55 +35,19 @@ import sys
 import time
 
 import chainer
-import chainer.links as L
 import numpy
 from chainer import training
 from chainer.training import extensions
 
-from mixnorm_chainer import multi_node, plotting, registry, runfolder
-from mixnorm_chainer.datasets import augment, get_dataset
-from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
+from mixnorm_chainer import builders, inference, multi_node, plotting, registry, runfolder, seeds
+from mixnorm_chainer.builders import build_model, build_optimizer, load_data  # noqa: F401
+from mixnorm_chainer.datasets import augment
 from mixnorm_chainer.recorder import DEFAULT_FRACTIONS, ActivationRecorder
 
 ACC_KEY = plotting.ACC_KEY
 
 
 # -- building blocks ---------------------------------------------------------------------
-
-def build_model(setting, n_classes, seed=None, mn_layers=None):
-    """The setting's network (MN where the setting says), wrapped in ``L.Classifier``."""
-    layers = setting.mn_layers if mn_layers is None else mn_layers
-    kw = dict(n_classes=n_classes, mn_layers=layers, n_components=setting.n_components,
-              em_iters=setting.em_iters, seed=seed)
-    if setting.gbn_layers:                # generalized batch normalization (gbn.py)
-        if setting.model != 'cifar_cnn':
-            raise ValueError('gbn_layers is supported for the cifar_cnn model only; got '
-                             '{!r}'.format(setting.model))
-        kw.update(gbn_layers=setting.gbn_layers, gbn_options=dict(
-            deviation=setting.gbn_deviation, alpha=setting.gbn_alpha))
-    if setting.model == 'cifar_cnn':
-        net = CifarCNN(**kw)
-    elif setting.model == 'inception_v3':
-        net = InceptionV3(**kw)
-    elif setting.model.startswith('densenet'):
-        net = DenseNet(depth=int(setting.model[len('densenet'):]), growth_rate=12, **kw)
-    else:
-        raise ValueError('unknown model {!r}'.format(setting.model))
-    return L.Classifier(net)
-
-
-def build_optimizer(setting, model):
-    if setting.optimizer == 'rmsprop':
-        opt = chainer.optimizers.RMSprop(lr=setting.lr, alpha=0.9, eps=1e-8)
-    elif setting.optimizer == 'nesterov':
-        opt = chainer.optimizers.NesterovAG(lr=setting.lr, momentum=0.9)
-    else:
-        raise ValueError('unknown optimizer {!r}'.format(setting.optimizer))
-    opt.setup(model)
-    if setting.weight_decay:
-        opt.add_hook(chainer.optimizer_hooks.WeightDecay(setting.weight_decay))
-    return opt
-
 
 class ResumableMultistepShift(extensions.MultistepShift):
     """``MultistepShift`` whose ``initialize`` sets the value of the current step, so a run
@@ -124,9 +91,9 @@ def run_epochs(setting, epochs=None, scale=None):
 #: an exponential schedule)
 RUN_OPTIONS = ('name', 'dataset', 'batch_size', 'input_size', 'train_limit', 'test_limit',
                'test_batch_size', 'no_augment', 'seed', 'record', 'record_fractions',
-               'communicator', 'sync_norm')
+               'communicator', 'sync_norm', 'mn_options')
 OPTION_DEFAULTS = {'test_batch_size': 500, 'no_augment': False, 'seed': 0,
-                   'record_fractions': DEFAULT_FRACTIONS, 'sync_norm': True}
+                   'record_fractions': DEFAULT_FRACTIONS, 'sync_norm': True, 'mn_options': {}}
 
 
 def _stored_options(record):
@@ -152,6 +119,7 @@ def resolve_options(args, setting, stored=None):
     if isinstance(args.record_fractions, str):     # runner.run() called with a parsed string
         args.record_fractions = fraction_list(args.record_fractions)
     opts = {key: getattr(args, key, None) for key in RUN_OPTIONS}
+    opts['mn_options'] = dict(opts['mn_options'] or {})
     opts['record'] = list(opts['record']) if opts['record'] else None
     opts['record_fractions'] = list(opts['record_fractions'])
     return opts
@@ -173,19 +141,6 @@ def _communicator_check(comm, check):
     return value
 
 
-def load_data(dataset, data_dir, size, seed):
-    """``get_dataset``; with ``data_dir`` only that folder is read (nothing is downloaded)."""
-    if data_dir is not None and dataset != 'digits':
-        if not os.path.isdir(data_dir):
-            raise runfolder.RunError('--data-dir {} is not a folder; give the folder that holds '
-                                     'the {} archive or its extracted folder'.format(
-                                         data_dir, dataset))
-        from mixnorm_chainer.datasets import get_cifar
-        train, test = get_cifar(dataset, data_dir, download=False)
-        return train, test, 10 if dataset == 'cifar10' else 100
-    return get_dataset(dataset, data_dir=data_dir, size=size, seed=seed)
-
-
 def run(args, extra_extensions=()):
     """Train one setting; ``extra_extensions``: (extension, trigger) pairs (for tests).
 
@@ -197,12 +152,15 @@ def run(args, extra_extensions=()):
     communicator = getattr(args, 'communicator', None)
     if setting.model == 'dcgan' and communicator:
         raise ValueError('--communicator is not supported for the DCGAN settings')
+    if setting.model == 'dcgan' and getattr(args, 'mn_option', None):
+        raise ValueError('--mn-option is not supported for the DCGAN settings')
     if setting.model == 'dcgan':          # Section 4.5: GAN training (mixnorm_chainer.gan)
         from mixnorm_chainer import gan
         return gan.run(args, setting, extra_extensions)
     resume, force = bool(args.resume), bool(getattr(args, 'force', False))
+    _mn_option_dict(args)
     out = args.out or runfolder.default_out(setting, args.dataset or setting.dataset,
-                                            args.seed or 0)
+                                            args.seed or 0, getattr(args, 'mn_options', None))
     # ChainerMN (under mpiexec): one rank per process; batch_size is the global mini-batch.
     comm = multi_node.create_communicator(communicator) if communicator else None
     rank0 = comm is None or comm.rank == 0
@@ -263,7 +221,7 @@ def run(args, extra_extensions=()):
         random_states['augment'] = train._transform.rng
 
     numpy.random.seed(args.seed)          # chainer's initializers draw from numpy's RNG
-    model = build_model(setting, n_classes, seed=args.seed)
+    model = build_model(setting, n_classes, seed=args.seed, mn_options=options['mn_options'])
     if comm is not None and args.sync_norm:
         model = multi_node.synchronize_normalization(model, comm)
     model.to_device(device)
@@ -350,6 +308,73 @@ def run(args, extra_extensions=()):
     else:
         os.makedirs(out, exist_ok=True)
     return _run_trainer(trainer, comm)
+
+
+def _mn_option_dict(args):
+    """``args.mn_option`` (``[(key, value), ...]`` from ``--mn-option``) as ``args.mn_options``
+    (None when not given, so a resumed run takes the stored ones)."""
+    pairs = getattr(args, 'mn_option', None)
+    if pairs and getattr(args, 'mn_options', None) is None:
+        args.mn_options = dict(pairs)
+    if getattr(args, 'mn_options', None) is not None:
+        setting = registry.get(args.name)
+        if not setting.is_mn:
+            raise runfolder.RunError('--mn-option: {} has no MN layers; give an MN setting'
+                                     .format(setting.name))
+        builders.mn_options_of(setting, args.mn_options)
+    return getattr(args, 'mn_options', None)
+
+
+def run_seeds(args, extra_extensions=()):
+    """``run --seeds S1,S2,...``: one run per seed in ``OUT/seedS`` (OUT: ``--out`` or the
+    default folder of the run without a seed), one after the other, each exactly as ``run
+    --seed S --out OUT/seedS``. Every folder is checked before any training starts; with
+    ``--resume`` complete seeds are reported, stopped ones resumed, and seeds not started yet
+    (or stopped before their first snapshot) started. Returns the seed folders."""
+    setting = registry.get(args.name)
+    if getattr(args, 'communicator', None):
+        raise runfolder.RunError('--seeds is not supported with --communicator; launch one '
+                                 'mpiexec per seed with --seed S')
+    if args.seed is not None:
+        raise runfolder.RunError('give --seed S (one run) or --seeds S1,S2,... (one folder per '
+                                 'seed), not both')
+    _mn_option_dict(args)
+    base = args.out or runfolder.default_out(setting, args.dataset or setting.dataset, 0,
+                                             args.mn_options)
+    if os.path.isfile(os.path.join(base, 'setting.json')):
+        raise runfolder.RunError('{} holds a run of one seed; give the seed runs another --out '
+                                 '(they go to OUT/seedS)'.format(base))
+    plan = []
+    for seed in args.seeds:
+        out = os.path.join(base, 'seed{}'.format(seed))
+        resume, force = bool(args.resume), bool(getattr(args, 'force', False))
+        if resume:
+            files = runfolder.existing_run_files(out) if os.path.isdir(out) else []
+            has_snapshot = any(f.startswith(runfolder.SNAPSHOT_PREFIX) for f in files)
+            resume, force = has_snapshot, bool(files) and not has_snapshot
+        runfolder.prepare(out, resume, force)
+        plan.append((seed, out, resume, force))
+    # with --resume, seeds not started yet take the options of a started one
+    template = None
+    for _, out, resume, _ in plan:
+        if resume and template is None:
+            template = runfolder.read_json(os.path.join(out, 'setting.json'), 'setting.json')
+    outs = []
+    for index, (seed, out, resume, force) in enumerate(plan):
+        print('== seed {} ({} of {}): {}{} =='.format(
+            seed, index + 1, len(plan), out, ', resumed' if resume else
+            ', restarted (no snapshot yet)' if force and args.resume else ''), flush=True)
+        one = argparse.Namespace(**vars(args))
+        one.seed, one.seeds, one.out, one.resume, one.force = seed, None, out, resume, force
+        if args.resume and not resume and isinstance(template, dict):
+            stored = _stored_options(template)
+            for key in RUN_OPTIONS[1:]:
+                if key != 'seed' and getattr(one, key, None) is None and key in stored:
+                    setattr(one, key, stored[key])
+            if one.epochs is None and one.scale is None and 'epochs' in template:
+                one.epochs = int(template['epochs'])
+        outs.append(run(one, extra_extensions))
+    return outs
 
 
 def _run_trainer(trainer, comm):
@@ -444,9 +469,10 @@ def check_run_dirs(directories, warn=None):
     return dirs
 
 
-CSV_FIELDS = ('dir', 'name', 'table', 'dataset', 'seed', 'epochs', 'epochs_done', 'iterations',
-              'acc_25', 'acc_50', 'acc_75', 'acc_100', 'max_acc', 'baseline', 'target',
-              'steps_to_baseline', 'best_fid', 'best_fid_update', 'paper_acc_25',
+CSV_FIELDS = ('dir', 'name', 'table', 'dataset', 'seed', 'variant', 'epochs', 'epochs_done',
+              'iterations', 'acc_25', 'acc_50', 'acc_75', 'acc_100', 'max_acc', 'final_acc',
+              'mean_error', 'baseline', 'baseline_dir', 'target', 'steps_to_baseline',
+              'fewer_steps', 'error_ratio', 'best_fid', 'best_fid_update', 'paper_acc_25',
               'paper_acc_50', 'paper_acc_75', 'paper_acc_100', 'paper_max_acc',
               'paper_steps_to_baseline', 'paper_best_fid', 'paper_best_fid_update')
 
@@ -468,12 +494,103 @@ def write_csv(rows, path):
             f.close()
 
 
-def summarize(directories, out=None, csv_path=None):
-    """Print Tables 2/4 and 3/5/6 from run directories, next to the paper's numbers; with
-    ``csv_path`` also one CSV row per run (:data:`CSV_FIELDS`)."""
+def _run_label(r, multi_seed):
+    """A run's row label: its variant (:func:`seeds.variant_label`, without the dataset) and
+    `` sS`` for a seed when the variant has several or the seed is not 0."""
+    seed = seeds.seed_of(r)
+    return seeds.variant_label(r, with_dataset=False) + (
+        ' s{}'.format(seed) if multi_seed or seed else '')
+
+
+def find_baseline(r, candidates, against=False):
+    """The baseline run of ``r`` among ``candidates``: the run of its setting's ``baseline``
+    (its own name for a baseline setting) on the same dataset with the same seed, data options
+    (:data:`seeds.DATA_OPTIONS`) and epochs; with ``against`` any candidate of the same dataset
+    and seed. None when there is none."""
+    options = seeds.options_of(r)
+    name = r['setting'].get('baseline') or r['setting']['name']
+    for c in candidates:
+        other = seeds.options_of(c)
+        if c['dataset'] != r['dataset'] or other.get('seed') != options.get('seed'):
+            continue
+        if against:
+            return c
+        if (c['setting']['name'] == name and c.get('epochs') == r.get('epochs') and
+                not seeds.variant_key(c)[2] and
+                all(other.get(k) == options.get(k) for k in seeds.DATA_OPTIONS)):
+            return c
+    return None
+
+
+def _interval_text(values, fmt='{:.2f}'):
+    """``median [low, high] (n)`` of the values (None left out; inf: never)."""
+    med, low, high, n = seeds.median_interval(values)
+    if n == 0:
+        return '-'
+
+    def one(v):
+        return 'never' if math.isinf(v) else fmt.format(v)
+    return '{} [{}, {}] ({})'.format(one(med), one(low), one(high), n)
+
+
+def seed_table(runs, against_runs=None):
+    """Over seeds: ``[(variant label, baseline label, {number: [per-seed values]})]`` for every
+    variant among ``runs``, each run paired with the baseline run of its seed."""
+    candidates = against_runs if against_runs is not None else runs
+    table = []
+    for members in seeds.group_variants(runs).values():
+        values = {k: [] for k in ('best_acc', 'final_acc', 'mean_error', 'steps',
+                                  'fewer_steps', 'error_ratio')}
+        bases = set()
+        for r in members:
+            own = seeds.run_numbers(r['log'])
+            for k in ('best_acc', 'final_acc', 'mean_error'):
+                values[k].append(own[k])
+            base = find_baseline(r, candidates, against=against_runs is not None)
+            paired = seeds.paired_numbers(r['log'], base['log']) if base else {}
+            steps = paired.get('steps')
+            values['steps'].append(math.inf if base and steps is None and
+                                   paired.get('target') is not None else steps)
+            for k in ('fewer_steps', 'error_ratio'):
+                values[k].append(paired.get(k))
+            if base:
+                bases.add(seeds.variant_label(base, with_dataset=False))
+        table.append((seeds.variant_label(members[0]), ', '.join(sorted(bases)) or '-',
+                      values, members))
+    return table
+
+
+def print_seed_table(table, out):
+    """The over-seeds table of :func:`summarize` (median [95% bootstrap interval] (n))."""
+    print('\nover seeds: median [95% bootstrap interval of the median] (seeds); steps and mean '
+          'error paired with the baseline run of the same seed', file=out)
+    header = ('variant', 'baseline', 'best acc (%)', 'final acc (%)', 'mean test error (%)',
+              'steps to baseline best', 'fewer steps (%)', 'mean error / baseline')
+    rows = []
+    for label, base, v, _ in table:
+        rows.append((label, base, _interval_text(v['best_acc']), _interval_text(v['final_acc']),
+                     _interval_text(v['mean_error']), _interval_text(v['steps'], '{:.0f}'),
+                     _interval_text(v['fewer_steps'], '{:.0f}'),
+                     _interval_text(v['error_ratio'], '{:.3f}')))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header,) + tuple(rows):
+        print('  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
+
+
+def _load_runs(directories):
+    directories = check_run_dirs(seeds.expand_run_dirs(directories))
+    return [load_run(d) for d in directories]
+
+
+def summarize(directories, out=None, csv_path=None, against=None):
+    """Print Tables 2/4 and 3/5/6 from run directories (a folder of ``--seeds`` runs stands for
+    its seed folders), next to the paper's numbers; when a variant has several seeds also the
+    over-seeds table (:func:`seed_table`). Runs are compared with the baseline run of the same
+    seed (:func:`find_baseline`), or with the runs in ``against``. With ``csv_path`` also one
+    CSV row per run (:data:`CSV_FIELDS`)."""
     out = out or sys.stdout
-    directories = check_run_dirs(directories)
-    runs = [load_run(d) for d in directories]
+    runs = _load_runs(directories)
+    against_runs = _load_runs(against) if against else None
     csv_rows = []
     gan_dirs = [r['dir'] for r in runs if r['setting']['model'] == 'dcgan']
     if gan_dirs:                          # Section 4.5: FID instead of accuracy
@@ -481,6 +598,10 @@ def summarize(directories, out=None, csv_path=None):
         gan_runs = gan.summarize(gan_dirs, out=out)
         csv_rows += gan.csv_rows(gan_runs)
         runs = [r for r in runs if r['setting']['model'] != 'dcgan']
+    variants = seeds.group_variants(runs)
+    multi = {id(r) for members in variants.values() if len(members) > 1 for r in members}
+    labels = {id(r): _run_label(r, id(r) in multi) for r in runs}
+    width = max([22] + [len(v) + 1 for v in labels.values()])
     groups = {}
     for r in runs:
         key = (r['setting']['table'], r['dataset'])
@@ -488,21 +609,26 @@ def summarize(directories, out=None, csv_path=None):
     for (table, dataset), members in sorted(groups.items()):
         print('\n{} on {}: maximum test accuracy (%) after 25/50/75/100% of the epochs'
               ' (ours | paper)'.format(table, dataset), file=out)
-        print('{:<22} {:>6} {:>31} | {}'.format('run', 'epochs', 'ours', 'paper'), file=out)
+        print('{:<{w}} {:>6} {:>31} | {}'.format('run', 'epochs', 'ours', 'paper', w=width),
+              file=out)
         rows_by_dir = {}
         for r in members:
             epochs = r.get('epochs') or len(r['log'])
             ours = max_accuracy_at(r['log'], epochs)
             paper = r['setting'].get('paper', {}).get('acc_at')
-            print('{:<22} {:>6} {:>31} | {}'.format(
-                r['setting']['name'], len(r['log']), ' '.join(_fmt(v, '{:7.2f}') for v in ours),
-                ' '.join(_fmt(v, '{:7.2f}') for v in paper) if paper else '-'), file=out)
+            print('{:<{w}} {:>6} {:>31} | {}'.format(
+                labels[id(r)], len(r['log']), ' '.join(_fmt(v, '{:7.2f}') for v in ours),
+                ' '.join(_fmt(v, '{:7.2f}') for v in paper) if paper else '-', w=width),
+                file=out)
             p = r['setting'].get('paper', {})
+            own = seeds.run_numbers(r['log'])
             row = {'dir': r['dir'], 'name': r['setting']['name'], 'table': table,
-                   'dataset': dataset, 'seed': r.get('seed'), 'epochs': r.get('epochs'),
+                   'dataset': dataset, 'seed': seeds.seed_of(r),
+                   'variant': seeds.variant_label(r), 'epochs': r.get('epochs'),
                    'epochs_done': len(r['log']),
                    'iterations': r['log'][-1]['iteration'] if r['log'] else None,
-                   'max_acc': 100 * max(e[ACC_KEY] for e in r['log']) if r['log'] else None,
+                   'max_acc': own['best_acc'], 'final_acc': own['final_acc'],
+                   'mean_error': own['mean_error'],
                    'paper_max_acc': p.get('max_acc'),
                    'paper_steps_to_baseline': p.get('steps_to_baseline')}
             for frac, v, pv in zip((25, 50, 75, 100), ours, paper or [None] * 4):
@@ -510,30 +636,82 @@ def summarize(directories, out=None, csv_path=None):
             rows_by_dir[r['dir']] = row
             csv_rows.append(row)
         # baselines may sit in another table's group (GBN rows -> Table 2's BN-2)
-        by_name = {r['setting']['name']: r for r in runs if r['dataset'] == dataset}
         rows = []
         for r in members:
-            base = r['setting'].get('baseline') or r['setting']['name']
-            if base not in by_name or not by_name[base]['log']:
+            base = find_baseline(r, against_runs if against_runs is not None else runs,
+                                 against=against_runs is not None)
+            if base is None or not base['log']:
                 continue
-            target = 100 * max(e[ACC_KEY] for e in by_name[base]['log'])
-            steps = steps_to_reach(r['log'], target)
+            paired = seeds.paired_numbers(r['log'], base['log'])
             best = 100 * max(e[ACC_KEY] for e in r['log']) if r['log'] else None
-            rows.append((r['setting']['name'], base, target, steps, best,
+            base_label = _run_label(base, id(base) in multi)
+            rows.append((labels[id(r)], base_label, paired['target'], paired['steps'], best,
                          r['setting'].get('paper', {})))
-            rows_by_dir[r['dir']].update(baseline=base, target=target, steps_to_baseline=steps)
+            rows_by_dir[r['dir']].update(
+                baseline=base['setting']['name'], baseline_dir=base['dir'],
+                target=paired['target'], steps_to_baseline=paired['steps'],
+                fewer_steps=paired['fewer_steps'], error_ratio=paired['error_ratio'])
         if rows:
+            bw = max([22] + [len(row[1]) for row in rows])
             print('\nsteps to reach the baseline\'s maximum accuracy (ours | paper)', file=out)
-            print('{:<22} {:<22} {:>8} {:>8} {:>8} | {:>8} {:>8}'.format(
-                'run', 'baseline', 'target', 'steps', 'max acc', 'steps', 'max acc'), file=out)
+            print('{:<{w}} {:<{bw}} {:>8} {:>8} {:>8} | {:>8} {:>8}'.format(
+                'run', 'baseline', 'target', 'steps', 'max acc', 'steps', 'max acc', w=width,
+                bw=bw), file=out)
             for name, base, target, steps, best, paper in rows:
-                print('{:<22} {:<22} {:>8} {:>8} {:>8} | {:>8} {:>8}'.format(
+                print('{:<{w}} {:<{bw}} {:>8} {:>8} {:>8} | {:>8} {:>8}'.format(
                     name, base, _fmt(target), _fmt(steps, '{:d}'), _fmt(best),
                     _fmt(paper.get('steps_to_baseline'), '{:.3g}'),
-                    _fmt(paper.get('max_acc'))), file=out)
+                    _fmt(paper.get('max_acc')), w=width, bw=bw), file=out)
+    if multi:
+        print_seed_table(seed_table(runs, against_runs), out)
     if csv_path:
         write_csv(csv_rows, csv_path)
     return runs
+
+
+#: the table that prints the steps to the baseline of a setting's table (Table 2's rows are
+#: in Table 3, Table 4's in Table 5)
+STEPS_TABLE = {'Table 2': 'Table 3', 'Table 4': 'Table 5'}
+
+
+def compare(directories, against=None, out=None):
+    """The paper's Tables 3/5/6 rows as "paper | here (n seeds, interval)": for every variant
+    among the runs, the steps to its baseline's best test accuracy, the fraction of steps saved
+    and the best accuracy, each as the paper prints it and as the median [95% bootstrap
+    interval] (seeds) of the runs here (each paired with the baseline run of its seed, or with
+    the runs in ``against``). Returns :func:`seed_table`'s rows."""
+    out = out or sys.stdout
+    runs = [r for r in _load_runs(directories) if r['setting']['model'] != 'dcgan']
+    against_runs = _load_runs(against) if against else None
+    table = seed_table(runs, against_runs)
+    print('paper | here: median [95% bootstrap interval of the median] (seeds); steps to the '
+          'baseline\'s best test accuracy, paired by seed', file=out)
+    header = ('variant', 'table', 'baseline', 'steps: paper', 'here', 'fewer steps %: paper',
+              'here', 'best acc %: paper', 'here')
+    rows = []
+    table.sort(key=lambda row: (bool(row[3][0]['setting'].get('mn_layers')), row[0]))
+    for label, base, v, members in table:
+        setting = members[0]['setting']
+        paper = setting.get('paper', {})
+        steps = paper.get('steps_to_baseline')
+        base_setting = registry.SETTINGS.get(setting.get('baseline') or setting['name'])
+        base_steps = base_setting.paper.get('steps_to_baseline') if base_setting else None
+        fewer = (None if steps is None or not base_steps else
+                 100.0 * (1.0 - steps / base_steps))
+        where = STEPS_TABLE.get(setting.get('table'), setting.get('table', '-'))
+        rows.append((label, where, base,
+                     _fmt(steps, '{:.3g}') if steps is not None else
+                     ('never' if 'steps_to_baseline' in paper else '-'),
+                     _interval_text(v['steps'], '{:.0f}'), _fmt(fewer, '{:.0f}'),
+                     _interval_text(v['fewer_steps'], '{:.0f}'), _fmt(paper.get('max_acc')),
+                     _interval_text(v['best_acc'])))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header,) + tuple(rows):
+        print('  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
+    if any(m['dataset'] != m['setting']['dataset'] for _, _, _, ms in table for m in ms):
+        print('(runs on another dataset than the paper\'s: compare the direction and size of '
+              'the effect, not the numbers)', file=out)
+    return table
 
 
 # -- cost (Table 7) ------------------------------------------------------------------------
@@ -643,6 +821,30 @@ def fraction_list(text):
     return values
 
 
+def seed_list(text):
+    """'0,1,2' or '0-4' (inclusive) or a mix ('0-2,7') -> (0, 1, 2, 7): distinct seeds >= 0."""
+    seeds = []
+    for part in str(text).split(','):
+        low, dash, high = part.strip().partition('-')
+        try:
+            values = range(int(low), int(high) + 1) if dash else [int(low)]
+        except ValueError:
+            raise argparse.ArgumentTypeError('{!r} is not a list of seeds; give e.g. 0,1,2 or '
+                                             '0-4'.format(text)) from None
+        if not values or min(values) < 0:
+            raise argparse.ArgumentTypeError('{!r}: seeds are integers >= 0 and a range is '
+                                             'LOW-HIGH with LOW <= HIGH'.format(text))
+        seeds += [v for v in values if v not in seeds]
+    return tuple(seeds)
+
+
+def mn_option(text):
+    try:
+        return builders.parse_mn_option(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def densenet_depth(text):
     depth = positive_int(text)
     if depth < 7 or (depth - 4) % 3:
@@ -680,6 +882,13 @@ def build_parser():
                    help='no crop/flip augmentation')
     r.add_argument('--device', default='@numpy', help="chainer device: '@numpy', '@cupy:0'")
     r.add_argument('--seed', type=nonnegative_int, help='default 0')
+    r.add_argument('--seeds', type=seed_list, metavar='S1,S2,...',
+                   help='one run per seed (e.g. 0,1,2 or 0-4) in OUT/seedS, one after the '
+                   'other; summarize/compare aggregate over them')
+    r.add_argument('--mn-option', type=mn_option, action='append', metavar='KEY=VALUE',
+                   help='an MN option of every MN layer, repeatable: {} (the default folder '
+                   'name gets +KEY=VALUE)'.format('; '.join(
+                       '{}: {}'.format(k, v[0]) for k, v in builders.MN_OPTIONS.items())))
     r.add_argument('--out', help='output folder (default results/NAME, results/NAME@DATASET '
                    'for another dataset, with -seedS appended for a seed S other than 0)')
     r.add_argument('--resume', action='store_true',
@@ -733,6 +942,19 @@ def build_parser():
                    help="also write one row per run as CSV to FILE (for spreadsheets and "
                    "pandas); '-': the CSV on stdout instead of the tables")
 
+    s.add_argument('--against', nargs='+', metavar='DIR',
+                   help='compare every run with the run of the same seed among these (instead '
+                   "of its setting's baseline)")
+
+    k = sub.add_parser('compare', help="the paper's Tables 3/5/6 rows: paper | here (seeds, "
+                       'interval)')
+    k.add_argument('dirs', nargs='+', help='run folders or folders of --seeds runs')
+    k.add_argument('--against', nargs='+', metavar='DIR',
+                   help='compare with the runs of the same seed among these (default: the '
+                   "setting's baseline runs among DIRS)")
+
+    inference.add_parsers(sub)          # recompute, evaluate: the inference strategies
+
     c = sub.add_parser('cost', help='Table 7: DenseNet iterations/sec, BN vs MN')
     c.add_argument('--device', default='@numpy')
     c.add_argument('--iters', type=positive_int, default=10)
@@ -771,6 +993,11 @@ def list_settings(table=None, out=None):
                       s.optimizer, s.lr, s.weight_decay, s.batch_size,
                       s.epochs if s.iterations is None else '{:g}K'.format(s.iterations / 1e3)),
               file=out)
+    for s in rows:
+        if s.mn_options:
+            print('{}: MN option{} {} (not in the paper; docs/training-speed.md)'.format(
+                s.name, 's' if len(s.mn_options) > 1 else '',
+                ' '.join('{}={}'.format(k, v) for k, v in s.mn_options)), file=out)
     return rows
 
 
@@ -791,10 +1018,14 @@ def main(argv=None):
         if args.command == 'list':
             list_settings(args.table)
         elif args.command == 'run':
-            run(args)
+            run_seeds(args) if args.seeds else run(args)
         elif args.command == 'summarize':
             summarize(args.dirs, out=open(os.devnull, 'w') if args.csv == '-' else None,
-                      csv_path=args.csv)
+                      csv_path=args.csv, against=args.against)
+        elif args.command == 'compare':
+            compare(args.dirs, against=args.against)
+        elif args.command in ('recompute', 'evaluate'):
+            args.func(args)
         elif args.command == 'cost':
             cost(args)
         sys.stdout.flush()                # a closed pipe surfaces here, not at exit
