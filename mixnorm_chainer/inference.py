@@ -608,6 +608,10 @@ def main_evaluate(args, out=None):
     out = out or sys.stdout
     strategies = args.strategies
     folders = seeds.expand_run_dirs(args.runs)     # a folder of --seeds runs: its seeds
+    for folder in folders:                          # every folder checked before any output
+        if not os.path.isfile(os.path.join(folder, 'setting.json')):
+            raise runfolder.RunError('{} is not a run folder (no setting.json); give folders '
+                                     'written by `mixnorm-exp run`'.format(folder))
     widths = [max(len(s), 7) for s in strategies]
     run_width = max(12, max(len(r) for r in folders))
     print('{:<{}} {:>4} {}'.format('run', run_width, 'seed', ' '.join(
