@@ -257,6 +257,9 @@ def main(argv=None):
     p.add_argument('--layer-moments', action='store_true',
                    help='only the single-layer E[y^2] table (a few seconds)')
     args = p.parse_args(argv)
+    if args.depth < 7 or (args.depth - 4) % 3:
+        p.error('--depth must be 3n + 4 with n >= 1 (7, 10, ..., 22, 40); got {}'.format(
+            args.depth))
     argv = sys.argv[1:] if argv is None else argv
     print('$ python experiments/densenet_nag_check.py ' + ' '.join(map(shlex.quote, argv)))
     print(f'(numpy {numpy.__version__}, chainer {chainer.__version__})\n', flush=True)

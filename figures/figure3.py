@@ -14,6 +14,8 @@ dataset. Curves: running mean of the test error within ``--window`` epochs (defa
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
 # isort: on
+import numpy
+
 from mixnorm_chainer import plotting
 
 PROG = 'figure3'
@@ -86,12 +88,13 @@ def body(args):
                 (m, plotting.MN_COLORS[i % len(plotting.MN_COLORS)], curve_label(m, kind))
                 for i, m in enumerate(members)]
             for run, color, label in curves:
-                plotting.plot_run(ax, run, plotting.ACC_KEY, args.window, args.align, color,
-                                  '{} ({})'.format(label, run.label) if run.is_mn else label,
-                                  band=args.band)
-                summary.setdefault(run.dir, dict(
+                _, std = plotting.plot_run(
+                    ax, run, plotting.ACC_KEY, args.window, args.align, color,
+                    '{} ({})'.format(label, run.label) if run.is_mn else label, band=args.band)
+                row = summary.setdefault(run.dir, dict(
                     name=run.name, label=run.label, dataset=run.dataset,
                     **plotting.curve_summary(run, plotting.ACC_KEY, args.window, args.align)))
+                row['mean_rolling_std'] = float(numpy.nanmean(std)) if std.size else float('nan')
             s = members[0].setting
             ax.set_title('{}: {}\nlr {:g}, wd {:g}, K={}{}'.format(
                 plotting.dataset_text(base), what, s['lr'], s['weight_decay'],

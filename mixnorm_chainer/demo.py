@@ -97,6 +97,8 @@ def print_summary(summary):
     if summary['mn_step_reduction'] is not None:
         print('MN needs {:.0%} fewer steps than BN to reach BN\'s best accuracy '
               '(paper, CIFAR-10 BN-2 vs MN-2: ~31%)'.format(summary['mn_step_reduction']))
+    print('One seed is an anecdote: `mixnorm-exp run NAME --seeds 0-4` and `mixnorm-exp '
+          'summarize` give medians with intervals (docs/training-speed.md)')
 
 
 def build_parser():

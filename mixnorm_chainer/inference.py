@@ -472,6 +472,11 @@ def load_run(folder, snapshot=None, device='@numpy', data_dir=None, need_mn=Fals
     """
     record_path = os.path.join(folder, 'setting.json')
     if not os.path.isfile(record_path):
+        inside = seeds.expand_run_dirs([folder])
+        if inside != [folder]:
+            raise runfolder.RunError('{} holds the runs of several seeds ({}); give one of them'
+                                     .format(folder, ', '.join(os.path.basename(d)
+                                                               for d in inside)))
         raise runfolder.RunError('{} is not a run folder (no setting.json); give a folder written '
                                  'by `mixnorm-exp run`'.format(folder))
     record = runfolder.read_json(record_path, 'setting.json')
@@ -608,10 +613,15 @@ def main_evaluate(args, out=None):
     out = out or sys.stdout
     strategies = args.strategies
     folders = seeds.expand_run_dirs(args.runs)     # a folder of --seeds runs: its seeds
+    records = []
     for folder in folders:                          # every folder checked before any output
         if not os.path.isfile(os.path.join(folder, 'setting.json')):
             raise runfolder.RunError('{} is not a run folder (no setting.json); give folders '
                                      'written by `mixnorm-exp run`'.format(folder))
+        _snapshot_path(folder, None)
+        records.append(dict(runfolder.read_json(os.path.join(folder, 'setting.json'),
+                                                'setting.json'), dir=folder))
+    seeds.group_variants(records)                   # one run per variant and seed
     widths = [max(len(s), 7) for s in strategies]
     run_width = max(12, max(len(r) for r in folders))
     print('{:<{}} {:>4} {}'.format('run', run_width, 'seed', ' '.join(
@@ -620,9 +630,16 @@ def main_evaluate(args, out=None):
     for folder in folders:
         run = load_run(folder, None, args.device, args.data_dir)
         needs_train = 'recompute' in strategies and bool(mn_links(run.model))
+        train = training_batches(run, args.batches) if needs_train else None
         found = evaluate_strategies(
-            run.model, evaluation_batches(run), training_batches(run, args.batches) if needs_train
-            else None, strategies, rows_per_batch=args.rows_per_batch, seed=run.seed)
+            run.model, evaluation_batches(run), train, strategies,
+            rows_per_batch=args.rows_per_batch, seed=run.seed)
+        if train is not None and len(train) < args.batches:
+            notes.append('-  {}: recompute used {} batches (the training set holds only {} full '
+                         'batches of {})'.format(folder, len(train), len(train), run.batch_size))
+        if not mn_links(run.model):
+            notes.append('-  {}: a BN model; its queue column is BN\'s test mode (running '
+                         'averages)'.format(folder))
         cells, reasons = [], {}
         for s, w in zip(strategies, widths):
             value = found[s].get('accuracy')
@@ -722,7 +739,7 @@ def add_parsers(subparsers):
     r.set_defaults(func=main_recompute)
     e = subparsers.add_parser(
         'evaluate', help='test accuracy of the inference strategies of runs',
-        description='Test accuracy (%%) of each inference strategy: {} (see '
+        description='Test accuracy (percent) of each inference strategy: {} (see '
         'mixnorm_chainer/inference.py).'.format(', '.join(STRATEGIES)))
     e.add_argument('runs', nargs='+', metavar='RUN', help='run folders of mixnorm-exp run')
     e.add_argument('--strategies', type=strategy_list, default=list(STRATEGIES),

@@ -452,10 +452,11 @@ def draw_test_error_panels(panels, title, window, align='center', ylim=None, ban
     summary = {}
     for ax, (key, groups) in zip(axes, panels.items()):
         for run, color, ls, label in group_styles(groups):
-            plot_run(ax, run, ACC_KEY, window, align, color, label, ls, band)
-            summary.setdefault(run.dir, dict(
-                name=run.name, label=run.label, dataset=run.dataset,
+            _, std = plot_run(ax, run, ACC_KEY, window, align, color, label, ls, band)
+            row = summary.setdefault(run.dir, dict(
+                name=run.name, label=run.label, dataset=run.dataset, seeds=run.n_seeds,
                 **curve_summary(run, ACC_KEY, window, align)))
+            row['mean_rolling_std'] = float(numpy.nanmean(std)) if std.size else float('nan')
         ax.set_title(title(key, groups), fontsize='medium')
         finish_axes(ax, 'epoch', 'test error (%)', ylim=ylim)
     return fig, summary
@@ -534,5 +535,6 @@ def format_curve_rows(summary, what='test error (%)'):
         lines.append('{:<24} {:<22} {:>6} {:>9.2f} {:>6} {:>9.2f} {:>9.2f}'.format(
             s['name'], s['dataset'], s['epochs'], s['best'], s['best_epoch'], s['last'],
             s['mean_rolling_std']))
-    lines[0] += '   ({}; std = mean rolling std)'.format(what)
+    lines[0] += ('   ({}; of the mean over seeds for runs of several seeds; std: the band\'s '
+                 'half-width averaged over epochs)'.format(what))
     return lines

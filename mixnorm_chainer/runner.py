@@ -298,9 +298,10 @@ def run(args, extra_extensions=()):
         runfolder.create(out, force)
         runfolder.write_json(os.path.join(out, 'setting.json'), record)
         runfolder.write_chainerui_files(out, dict(options, epochs=epochs, out=out))
-        print('{}: {} on {} ({} train / {} test), {} epochs x {} iterations, batch {}{}, out {}{}'
+        print('{}: {} on {} ({} train / {} test), {} epoch{} x {} iterations, batch {}{}, out {}{}'
               .format(setting.name, setting.model, dataset, record['n_train'],
-                      record['n_test'], epochs, iters_per_epoch, batch_size,
+                      record['n_test'], epochs, '' if epochs == 1 else 's', iters_per_epoch,
+                      batch_size,
                       '' if comm is None else ' ({} per rank x {} ranks{})'.format(
                           rank_batch, comm.size, '' if args.sync_norm else ', unsynchronized'),
                       out, ', resumed at iteration {}'.format(updater.iteration) if resume
@@ -316,7 +317,7 @@ def _mn_option_dict(args):
     pairs = getattr(args, 'mn_option', None)
     if pairs and getattr(args, 'mn_options', None) is None:
         args.mn_options = dict(pairs)
-    if getattr(args, 'mn_options', None) is not None:
+    if getattr(args, 'mn_options', None):        # {} (e.g. a BN run's stored options): none
         setting = registry.get(args.name)
         if not setting.is_mn:
             raise runfolder.RunError('--mn-option: {} has no MN layers; give an MN setting'
@@ -338,6 +339,8 @@ def run_seeds(args, extra_extensions=()):
     if args.seed is not None:
         raise runfolder.RunError('give --seed S (one run) or --seeds S1,S2,... (one folder per '
                                  'seed), not both')
+    if args.resume and getattr(args, 'force', False):
+        runfolder.prepare(args.out or '.', True, True)      # the one-line contradiction
     _mn_option_dict(args)
     base = args.out or runfolder.default_out(setting, args.dataset or setting.dataset, 0,
                                              args.mn_options)
@@ -374,6 +377,9 @@ def run_seeds(args, extra_extensions=()):
             if one.epochs is None and one.scale is None and 'epochs' in template:
                 one.epochs = int(template['epochs'])
         outs.append(run(one, extra_extensions))
+    print('{} seed{} in {}: `mixnorm-exp summarize {}` (with the baseline\'s folder) prints them '
+          'per seed and over seeds'.format(len(outs), 's' if len(outs) > 1 else '', base, base),
+          flush=True)
     return outs
 
 
@@ -478,7 +484,9 @@ CSV_FIELDS = ('dir', 'name', 'table', 'dataset', 'seed', 'variant', 'epochs', 'e
 
 
 def write_csv(rows, path):
-    """The summary rows (:data:`CSV_FIELDS`, empty = missing) as CSV to ``path`` ('-': stdout)."""
+    """The summary rows (:data:`CSV_FIELDS`) as CSV to ``path`` ('-': stdout). Empty: missing,
+    or (``steps_to_baseline``, ``fewer_steps``) the baseline's best never reached while
+    ``target`` is given."""
     import csv
     if path == '-':
         f = sys.stdout
@@ -488,7 +496,9 @@ def write_csv(rows, path):
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction='ignore')
         w.writeheader()
         for row in rows:
-            w.writerow({k: '' if row.get(k) is None else row[k] for k in CSV_FIELDS})
+            w.writerow({k: '' if row.get(k) is None or (isinstance(row[k], float) and
+                                                         math.isinf(row[k])) else row[k]
+                        for k in CSV_FIELDS})
     finally:
         if f is not sys.stdout:
             f.close()
@@ -533,12 +543,34 @@ def _interval_text(values, fmt='{:.2f}'):
     return '{} [{}, {}] ({})'.format(one(med), one(low), one(high), n)
 
 
-def seed_table(runs, against_runs=None):
-    """Over seeds: ``[(variant label, baseline label, {number: [per-seed values]})]`` for every
-    variant among ``runs``, each run paired with the baseline run of its seed."""
+def incomplete(r):
+    """Why run ``r`` cannot count over seeds ('no evaluation yet', 'incomplete: 1 of 3
+    epochs'), or None."""
+    if not seeds.run_numbers(r['log'])['evaluations']:
+        return 'no evaluation yet'
+    done = max(e['epoch'] for e in r['log'])
+    if r.get('epochs') and done < r['epochs']:
+        return 'incomplete: {} of {} epochs'.format(done, r['epochs'])
+    return None
+
+
+def seed_table(runs, against_runs=None, warn=None):
+    """Over seeds: ``[(variant label, baseline label, {number: [per-seed values]}, runs)]``
+    for every variant among ``runs``, each run paired with the baseline run of its seed. Runs
+    without evaluations or with fewer epochs than they were started for are left out (and
+    reported through ``warn``)."""
+    warn = warn or (lambda text: print(text, file=sys.stderr))
     candidates = against_runs if against_runs is not None else runs
+    kept = []
+    for r in runs:
+        why = incomplete(r)
+        if why:
+            warn('mixnorm-exp: warning: {} is left out of the over-seeds numbers ({})'.format(
+                r['dir'], why))
+        else:
+            kept.append(r)
     table = []
-    for members in seeds.group_variants(runs).values():
+    for members in seeds.group_variants(kept).values():
         values = {k: [] for k in ('best_acc', 'final_acc', 'mean_error', 'steps',
                                   'fewer_steps', 'error_ratio')}
         bases = set()
@@ -547,6 +579,7 @@ def seed_table(runs, against_runs=None):
             for k in ('best_acc', 'final_acc', 'mean_error'):
                 values[k].append(own[k])
             base = find_baseline(r, candidates, against=against_runs is not None)
+            base = None if base is None or incomplete(base) else base
             paired = seeds.paired_numbers(r['log'], base['log']) if base else {}
             steps = paired.get('steps')
             values['steps'].append(math.inf if base and steps is None and
@@ -562,8 +595,9 @@ def seed_table(runs, against_runs=None):
 
 def print_seed_table(table, out):
     """The over-seeds table of :func:`summarize` (median [95% bootstrap interval] (n))."""
-    print('\nover seeds: median [95% bootstrap interval of the median] (seeds); steps and mean '
-          'error paired with the baseline run of the same seed', file=out)
+    print('\nover seeds: median [95% bootstrap interval of the median] (seeds; with 3-5 seeds the '
+          'interval is their range); steps and mean error paired with the baseline run of the '
+          'same seed; never: the baseline\'s best was not reached', file=out)
     header = ('variant', 'baseline', 'best acc (%)', 'final acc (%)', 'mean test error (%)',
               'steps to baseline best', 'fewer steps (%)', 'mean error / baseline')
     rows = []
@@ -617,7 +651,8 @@ def summarize(directories, out=None, csv_path=None, against=None):
             ours = max_accuracy_at(r['log'], epochs)
             paper = r['setting'].get('paper', {}).get('acc_at')
             print('{:<{w}} {:>6} {:>31} | {}'.format(
-                labels[id(r)], len(r['log']), ' '.join(_fmt(v, '{:7.2f}') for v in ours),
+                labels[id(r)], len(r['log']),
+                ' '.join('{:>7}'.format(_fmt(v, '{:7.2f}')) for v in ours),
                 ' '.join(_fmt(v, '{:7.2f}') for v in paper) if paper else '-', w=width),
                 file=out)
             p = r['setting'].get('paper', {})
@@ -644,7 +679,7 @@ def summarize(directories, out=None, csv_path=None, against=None):
                 continue
             paired = seeds.paired_numbers(r['log'], base['log'])
             best = 100 * max(e[ACC_KEY] for e in r['log']) if r['log'] else None
-            base_label = _run_label(base, id(base) in multi)
+            base_label = _run_label(base, id(base) in multi or against_runs is not None)
             rows.append((labels[id(r)], base_label, paired['target'], paired['steps'], best,
                          r['setting'].get('paper', {})))
             rows_by_dir[r['dir']].update(

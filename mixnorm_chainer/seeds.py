@@ -115,8 +115,9 @@ def group_variants(records):
         for r in members:
             s = seed_of(r)
             if s in seen:
-                raise ValueError('{} and {} are runs of the same variant with the same seed {}; '
-                                 'summarize one of them'.format(seen[s], r.get('dir'), s))
+                raise ValueError('{} and {} are runs of the same variant with the same seed {} '
+                                 '(pool_rows does not make another variant: it changes nothing '
+                                 'a run logs); give one of them'.format(seen[s], r.get('dir'), s))
             seen[s] = r.get('dir')
     return groups
 

@@ -444,6 +444,7 @@ def test_cli_evaluate_prints_a_table_and_json(run_folder, tmp_path, capsys):
     assert lines[3:] == [
         '-  {}: pool does not apply (no row pool: conv3_norm built with pool_rows=0 (train '
         'with --mn-option pool_rows=N))'.format(run_folder),
+        "-  {}: a BN model; its queue column is BN's test mode (running averages)".format(bn),
         '-  {}: printed, pool, recompute, train-mode do not apply (the model has no MN '
         'layers)'.format(bn)]
     with open(path) as f:

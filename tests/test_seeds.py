@@ -122,8 +122,29 @@ def test_summarize_pairs_by_seed_and_aggregates(tmp_path, capsys):
     line = [ln for ln in text.splitlines() if ln.startswith('cnn-c10-MN-2@digits')][-1]
     assert '82.00 [80.00, 88.00] (3)' in line and '20 [10, never] (3)' in line
     assert '33 [never, 75] (3)' in line
-    csv_text = open(str(tmp_path / 'runs.csv')).read()
-    assert 'fewer_steps' in csv_text.splitlines()[0] and csv_text.count('cnn-c10-MN-2') >= 3
+    import csv
+    rows = list(csv.DictReader(open(str(tmp_path / 'runs.csv'))))
+    mn1 = [r for r in rows if r['name'] == 'cnn-c10-MN-2' and r['seed'] == '1'][0]
+    assert (mn1['target'], mn1['steps_to_baseline'], mn1['fewer_steps']) == ('90.0', '', '')
+    mn2 = [r for r in rows if r['name'] == 'cnn-c10-MN-2' and r['seed'] == '2'][0]
+    assert float(mn2['fewer_steps']) == pytest.approx(75.0)
+
+
+def test_unfinished_runs_are_left_out_of_the_numbers_over_seeds(tmp_path, capsys):
+    bn, mn = seed_folders(tmp_path)
+    short = fake_run(tmp_path, 'cnn-c10-MN-2', 3, [0.1], folder='mn')      # 1 of 4 epochs
+    with open(os.path.join(short, 'setting.json')) as f:
+        record = json.load(f)
+    record['epochs'] = 4
+    with open(os.path.join(short, 'setting.json'), 'w') as f:
+        json.dump(record, f)
+    empty = fake_run(tmp_path, 'cnn-c10-MN-2', 4, [], folder='mn')        # no evaluation yet
+    assert runner.main(['summarize', bn, mn]) == 0
+    out = capsys.readouterr()
+    assert 'incomplete: 1 of 4 epochs' in out.err and 'no evaluation yet' in out.err
+    line = [ln for ln in out.out.splitlines() if ln.startswith('cnn-c10-MN-2@digits')][-1]
+    assert '82.00 [80.00, 88.00] (3)' in line and '20 [10, never] (3)' in line
+    assert os.path.basename(empty) == 'seed4'
 
 
 def test_pairing_ignores_other_seeds_and_other_data_options(tmp_path):
@@ -218,6 +239,18 @@ def test_run_seeds_one_folder_per_seed_resumable_per_seed(tmp_path, capsys):
     # a second start without --resume refuses before training any seed
     code = runner.main(args + ['--epochs', '1', '--seeds', '3,1'])
     assert code == 2 and not os.path.exists(os.path.join(out, 'seed3'))
+
+
+@pytest.mark.slow
+def test_a_seed_added_to_a_bn_run_with_resume_takes_its_options(tmp_path, capsys):
+    out = str(tmp_path / 'bn')
+    assert runner.main(['run', 'cnn-c10-BN-2', '--out', out, '--epochs', '1', '--seeds', '0']
+                       + TINY) == 0
+    assert runner.main(['run', 'cnn-c10-BN-2', '--out', out, '--seeds', '0-1', '--resume',
+                        '--no-progress']) == 0
+    with open(os.path.join(out, 'seed1', 'setting.json')) as f:
+        options = json.load(f)['options']
+    assert (options['seed'], options['batch_size'], options['mn_options']) == (1, 32, {})
 
 
 def test_run_option_errors(tmp_path, capsys):
