@@ -662,7 +662,7 @@ def main_evaluate(args, out=None):
     if several:
         print('over seeds: median [95% bootstrap interval of the median] (seeds)', file=out)
         for label, founds in several:
-            print('{}: {}'.format(label, '; '.join('{} {}'.format(s, _interval_text(
+            print('{}: {}'.format(label, '; '.join('{} {}'.format(s, seeds.interval_text(
                 [None if f[s].get('accuracy') is None else 100 * f[s]['accuracy']
                  for f in founds])) for s in strategies)), file=out)
     for note in notes:
@@ -670,11 +670,6 @@ def main_evaluate(args, out=None):
     if args.json:
         runfolder.write_json(args.json, results)
     return results
-
-
-def _interval_text(values):
-    med, low, high, n = seeds.median_interval(values)
-    return '-' if n == 0 else '{:.2f} [{:.2f}, {:.2f}] ({})'.format(med, low, high, n)
 
 
 def _json_result(result):

@@ -423,13 +423,8 @@ def max_accuracy_at(log, epochs, fractions=(0.25, 0.5, 0.75, 1.0)):
     return out
 
 
-def steps_to_reach(log, target):
-    """First iteration at which test accuracy (%) >= target (Tables 3, 5, 6); entries without a
-    test accuracy are skipped."""
-    for e in log:
-        if ACC_KEY in e and 100 * e[ACC_KEY] >= target - 1e-9:
-            return e['iteration']
-    return None
+#: first iteration at which test accuracy (%) >= target (Tables 3, 5, 6); None: never
+steps_to_reach = seeds.first_reach
 
 
 format_value = runfolder.format_value
@@ -532,15 +527,11 @@ def find_baseline(r, candidates, against=False):
     return None
 
 
-def _interval_text(values, fmt='{:.2f}'):
-    """``median [low, high] (n)`` of the values (None left out; inf: never)."""
-    med, low, high, n = seeds.median_interval(values)
-    if n == 0:
-        return '-'
-
-    def one(v):
-        return 'never' if math.isinf(v) else fmt.format(v)
-    return '{} [{}, {}] ({})'.format(one(med), one(low), one(high), n)
+def print_columns(header, rows, out):
+    """``header`` and ``rows`` (tuples of cells) as left-aligned columns two spaces apart."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header,) + tuple(rows):
+        print('  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
 
 
 def incomplete(r):
@@ -602,13 +593,11 @@ def print_seed_table(table, out):
               'steps to baseline best', 'fewer steps (%)', 'mean error / baseline')
     rows = []
     for label, base, v, _ in table:
-        rows.append((label, base, _interval_text(v['best_acc']), _interval_text(v['final_acc']),
-                     _interval_text(v['mean_error']), _interval_text(v['steps'], '{:.0f}'),
-                     _interval_text(v['fewer_steps'], '{:.0f}'),
-                     _interval_text(v['error_ratio'], '{:.3f}')))
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in (header,) + tuple(rows):
-        print('  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
+        text = seeds.interval_text
+        rows.append((label, base, text(v['best_acc']), text(v['final_acc']),
+                     text(v['mean_error']), text(v['steps'], '{:.0f}'),
+                     text(v['fewer_steps'], '{:.0f}'), text(v['error_ratio'], '{:.3f}')))
+    print_columns(header, rows, out)
 
 
 def _load_runs(directories):
@@ -678,7 +667,7 @@ def summarize(directories, out=None, csv_path=None, against=None):
             if base is None or not base['log']:
                 continue
             paired = seeds.paired_numbers(r['log'], base['log'])
-            best = 100 * max(e[ACC_KEY] for e in r['log']) if r['log'] else None
+            best = rows_by_dir[r['dir']]['max_acc']
             base_label = _run_label(base, id(base) in multi or against_runs is not None)
             rows.append((labels[id(r)], base_label, paired['target'], paired['steps'], best,
                          r['setting'].get('paper', {})))
@@ -737,12 +726,10 @@ def compare(directories, against=None, out=None):
         rows.append((label, where, base,
                      _fmt(steps, '{:.3g}') if steps is not None else
                      ('never' if 'steps_to_baseline' in paper else '-'),
-                     _interval_text(v['steps'], '{:.0f}'), _fmt(fewer, '{:.0f}'),
-                     _interval_text(v['fewer_steps'], '{:.0f}'), _fmt(paper.get('max_acc')),
-                     _interval_text(v['best_acc'])))
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in (header,) + tuple(rows):
-        print('  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
+                     seeds.interval_text(v['steps'], '{:.0f}'), _fmt(fewer, '{:.0f}'),
+                     seeds.interval_text(v['fewer_steps'], '{:.0f}'), _fmt(paper.get('max_acc')),
+                     seeds.interval_text(v['best_acc'])))
+    print_columns(header, rows, out)
     if any(m['dataset'] != m['setting']['dataset'] for _, _, _, ms in table for m in ms):
         print('(runs on another dataset than the paper\'s: compare the direction and size of '
               'the effect, not the numbers)', file=out)

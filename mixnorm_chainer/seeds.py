@@ -200,6 +200,17 @@ def median_interval(values, level=0.95):
     return float(numpy.median(x)), float(low), float(high), len(x)
 
 
+def interval_text(values, fmt='{:.2f}'):
+    """``median [low, high] (n)`` of :func:`median_interval` (inf: ``never``; no values: ``-``)."""
+    med, low, high, n = median_interval(values)
+    if n == 0:
+        return '-'
+
+    def one(v):
+        return 'never' if numpy.isinf(v) else fmt.format(v)
+    return '{} [{}, {}] ({})'.format(one(med), one(low), one(high), n)
+
+
 def mean_curve(logs, key=ACC_KEY, by='epoch'):
     """``(x, mean, std, n)`` of ``key`` over several runs' logs at the ``by`` values all of them
     have (the seeds' common length); std over seeds (ddof=0)."""
