@@ -29,7 +29,8 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
-from mixnorm_chainer import MixtureNormalization, gmm, runfolder, runner
+from mixnorm_chainer import MixtureNormalization, gmm
+from mixnorm_chainer.reproduce import runfolder, runner
 
 
 def alternate(a, b, device, repeats):

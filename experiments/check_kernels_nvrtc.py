@@ -9,8 +9,8 @@ the NVRTC wheel; see requirements/nvrtc-cuda13.txt). Not part of CI (large downl
 2. Collects the kernel definitions: three sample kernels of this script (an elementwise kernel
    with raw parameters and a preamble, a reduction broadcasting over axes (0, 2), one with two
    outputs and a fixed-dtype scalar) and every kernel the package builds, recorded by the CPU
-   kernel harness (``tests/cuda_kernel_harness.py``) while ``mixnorm_chainer.kernels.self_check``
-   runs on numpy (with ``kernels.enabled`` following ``chainer.config.mixnorm_kernels`` for
+   kernel harness (``tests/cuda_kernel_harness.py``) while
+   ``mixnorm_chainer.kernels.self_check.check`` runs on numpy (with ``kernels.enabled`` following ``chainer.config.mixnorm_kernels`` for
    numpy arrays, as in tests/test_kernels.py, so the package's own dispatch reaches every
    kernel).
 3. For each distinct definition and argument dtypes builds the CUDA source CuPy generates for
@@ -155,8 +155,8 @@ def sample_calls():
 
 
 def package_calls():
-    """Every kernel call ``kernels.self_check(numpy)`` makes, recorded by the CPU harness."""
-    missing = [p for p in ('tests/cuda_kernel_harness.py', 'mixnorm_chainer/kernels.py')
+    """Every kernel call ``self_check.check(numpy)`` makes, recorded by the CPU harness."""
+    missing = [p for p in ('tests/cuda_kernel_harness.py', 'mixnorm_chainer/kernels/')
                if not os.path.exists(os.path.join(ROOT, p))]
     if missing:
         raise CheckError(f'{", ".join(missing)} not present: cannot collect the package '
@@ -170,6 +170,7 @@ def package_calls():
     import numpy
 
     from mixnorm_chainer import kernels
+    from mixnorm_chainer.kernels import self_check
 
     # As tests/test_kernels.py does: the kernels also serve numpy arrays while
     # chainer.config.mixnorm_kernels is True, so self_check runs every kernel on the CPU.
@@ -180,9 +181,9 @@ def package_calls():
     del harness.calls[:]
     try:
         with harness.cpu_kernels():
-            errors = kernels.self_check(numpy)
+            errors = self_check.check(numpy)
     except Exception as e:  # noqa: BLE001 (no g++, a kernel failing on the CPU, ...)
-        raise CheckError(f'kernels.self_check(numpy) under the CPU harness failed: '
+        raise CheckError(f'self_check.check(numpy) under the CPU harness failed: '
                          f'{type(e).__name__}: {_one_line(e)}') from None
     finally:
         kernels.enabled = saved_enabled
@@ -402,7 +403,7 @@ def run(args):
     groups = [('samples', sample_calls())]
     if not args.samples_only:
         calls, errors = package_calls()
-        print(f'    package: kernels.self_check(numpy) under the CPU harness: {len(calls)} '
+        print(f'    package: self_check.check(numpy) under the CPU harness: {len(calls)} '
               f'kernel calls recorded; worst relative error vs xp '
               f'{max(errors.values()) if errors else float("nan"):.1e}')
         groups.append(('package', calls))

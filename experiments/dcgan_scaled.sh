@@ -21,9 +21,9 @@ COMMON=(--dataset digits --input-size 16 --width 64 --batch-size 64 --iterations
         --seed "$SEED" --no-progress)
 for v in BN MN; do
     start=$SECONDS
-    "$PY" -m mixnorm_chainer.runner run "dcgan-c10-$v" "${COMMON[@]}" --out "$OUT/dcgan-c10-$v" --force
+    "$PY" -m mixnorm_chainer.reproduce.runner run "dcgan-c10-$v" "${COMMON[@]}" --out "$OUT/dcgan-c10-$v" --force
     echo "dcgan-c10-$v: $((SECONDS - start)) s wall"
 done
-"$PY" -m mixnorm_chainer.runner summarize "$OUT/dcgan-c10-BN" "$OUT/dcgan-c10-MN"
+"$PY" -m mixnorm_chainer.reproduce.runner summarize "$OUT/dcgan-c10-BN" "$OUT/dcgan-c10-MN"
 "$PY" figures/figure6.py --run "$OUT/dcgan-c10-BN" "$OUT/dcgan-c10-MN" --out "$FIGURES/figure6.png"
 "$PY" figures/figure7.py --run "$OUT/dcgan-c10-BN" "$OUT/dcgan-c10-MN" --out "$FIGURES/figure7.png"

@@ -15,9 +15,9 @@ import time
 import chainer
 import numpy
 
-from mixnorm_chainer import gan
 from mixnorm_chainer.models import Discriminator, Generator
 from mixnorm_chainer.models.dcgan import PAPER_MN_LAYERS
+from mixnorm_chainer.reproduce import gan
 
 
 def build(mn_layers, args):

@@ -38,9 +38,9 @@ import chainer
 import chainer.links as L
 
 from mixnorm_chainer import MixtureNormalization, mixture_normalization
-from mixnorm_chainer.datasets import get_digits
 from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.models import DenseNet
+from mixnorm_chainer.reproduce.datasets import get_digits
 
 ALL_MN = ('trans1', 'trans2', 'final')
 RULE = {'initial_gamma': '1/sqrt(K)'}

@@ -6,7 +6,7 @@
 Runs in a few minutes on any CUDA GPU (`--device @numpy --quick` is the dry run CI uses, so the
 script cannot rot):
 
-1. the environment report of ``python -m mixnorm_chainer.doctor``;
+1. the environment report of ``python -m mixnorm_chainer.reproduce.doctor``;
 2. the kernel self-check (every kernel vs the xp path on the device);
 3. the MN function forward/backward at conv3 size (256 x 128 x 8 x 8), kernels on and off,
    against float64 on the CPU;
@@ -39,9 +39,11 @@ import chainer
 import chainer.functions as F
 from chainer.backend import get_array_module
 
-from mixnorm_chainer import fit_gmm, gmm, kernels, mixture_normalization, runfolder
+from mixnorm_chainer import fit_gmm, gmm, mixture_normalization
 from mixnorm_chainer.gbn import generalized_batch_normalization
+from mixnorm_chainer.kernels import self_check
 from mixnorm_chainer.models import CifarCNN
+from mixnorm_chainer.reproduce import runfolder
 
 
 class Checks:
@@ -81,8 +83,8 @@ def relative(a, b):
 
 
 def check_doctor(checks):
-    out = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.doctor'], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.reproduce.doctor'],
+                         capture_output=True, text=True, timeout=120)
     print(out.stdout)
     checks.add('doctor runs', out.returncode, ok=out.returncode == 0,
                note=out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr)
@@ -92,9 +94,9 @@ def check_self(checks, device):
     if device.xp is numpy:
         checks.add('kernel self-check', None, ok=True, note='skipped: no GPU (@numpy)')
         return
-    errors = kernels.self_check(device.xp)
+    errors = self_check.check(device.xp)
     for name, err in sorted(errors.items()):
-        checks.add('kernel self-check: ' + name, err, kernels.self_check_tolerance(name))
+        checks.add('kernel self-check: ' + name, err, self_check.tolerance(name))
 
 
 def check_function(checks, device, shape):
@@ -193,7 +195,7 @@ def check_gbn(checks, device):
 
 def check_runner(checks, device, quick):
     out = os.path.join(tempfile.mkdtemp(prefix='mixnorm-gpu-check-'), 'run')
-    base = [sys.executable, '-m', 'mixnorm_chainer.runner', 'run', 'cnn-c10-MN-2',
+    base = [sys.executable, '-m', 'mixnorm_chainer.reproduce.runner', 'run', 'cnn-c10-MN-2',
             '--dataset', 'digits', '--device', str(device), '--out', out, '--no-progress']
     if quick:
         base += ['--train-limit', '128', '--batch-size', '32']

@@ -1,7 +1,8 @@
 """Figure 1: activations are skewed and multi-modal; a mixture fits them, one Gaussian does not.
 
 For a random subset of channels of one layer's input (CIFAR CNN ``conv2``: the convolution's
-output) captured mid-training by :class:`~mixnorm_chainer.recorder.ActivationRecorder`, draws
+output) captured mid-training by
+:class:`~mixnorm_chainer.reproduce.recorder.ActivationRecorder`, draws
 the histogram of each channel with the fitted density p(x) (solid) and its components (dashed,
 one colour per component) for K = 1 (BN), 2 and 3 (MN:2, MN:3), and below them the normalized
 activations of BN vs MN:3. The GMM is the layer's joint diagonal mixture over all channels,
@@ -30,7 +31,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mixnorm_chainer import fit_gmm, mixture_normalization  # noqa: E402
-from mixnorm_chainer.recorder import load_run_recording  # noqa: E402
+from mixnorm_chainer.reproduce.recorder import load_run_recording  # noqa: E402
 
 COLORS = ('tab:orange', 'tab:purple', 'tab:green', 'tab:red', 'tab:brown')
 DENSITY = 'teal'

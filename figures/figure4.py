@@ -12,7 +12,7 @@ std of the same (centred) window. Runs of other models are ignored.
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
 # isort: on
-from mixnorm_chainer import plotting
+from mixnorm_chainer.reproduce import plotting
 
 PROG = 'figure4'
 

@@ -14,7 +14,7 @@ FID feature extractor; FIDs of the offline 'small' extractor are not comparable 
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
 # isort: on
-from mixnorm_chainer import gan, plotting
+from mixnorm_chainer.reproduce import gan, plotting
 
 PROG = 'figure6'
 

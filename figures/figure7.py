@@ -14,7 +14,7 @@ import os
 
 import numpy
 
-from mixnorm_chainer import gan, plotting
+from mixnorm_chainer.reproduce import gan, plotting
 
 PROG = 'figure7'
 

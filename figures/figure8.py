@@ -1,7 +1,8 @@
 """Figure 8: evolution of one MN layer's mixture components over training.
 
 From the captures of an MN layer at 20/40/60/80/100% of training
-(:class:`~mixnorm_chainer.recorder.ActivationRecorder`), draws for a random subset of channels
+(:class:`~mixnorm_chainer.reproduce.recorder.ActivationRecorder`), draws for a random subset of
+channels
 the component densities lambda_k N(x; mu_kc, sigma_kc^2) of the fitted mixture (channel
 marginals; colours index components sorted by weight, largest first) over the histogram of
 the captured batch, one column per fraction of training, and in the last row the mixture
@@ -25,7 +26,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mixnorm_chainer.recorder import load_run_recording  # noqa: E402
+from mixnorm_chainer.reproduce.recorder import load_run_recording  # noqa: E402
 
 COLORS = ('tab:olive', 'tab:blue', 'tab:orange', 'tab:purple', 'tab:red', 'tab:green',
           'tab:brown', 'tab:pink')

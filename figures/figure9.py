@@ -16,7 +16,7 @@ import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compa
 # isort: on
 import numpy
 
-from mixnorm_chainer import plotting
+from mixnorm_chainer.reproduce import plotting
 
 PROG = 'figure9'
 PREFIX = 'components/'

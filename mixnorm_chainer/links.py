@@ -106,7 +106,7 @@ class MixtureNormalization(chainer.Link):
         seed: seed of the layer's random generator (k-means++ and subsampling draws).
         pool_rows: 0 (default), or how many rows of each training batch to keep for the
             paper's first inference strategy (a pool of the last T batches' rows, one mixture
-            fitted to it: :func:`mixnorm_chainer.inference.pool_fit`). The rows are chosen
+            fitted to it: :func:`mixnorm_chainer.reproduce.inference.pool_fit`). The rows are chosen
             without random draws (:func:`pool_indices`), so training is unchanged by the pool.
             ``pool`` (T, pool_rows, C) float32 holds them, oldest entry first as the queue,
             ``pool_sizes`` (T,) the rows of each entry (fewer when a batch has fewer than

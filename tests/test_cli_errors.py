@@ -1,5 +1,6 @@
 """User mistakes give one line (what is wrong, what to do) and a non-zero exit, no traceback
-(issue 15): mixnorm-exp, mixnorm-crosscheck, python -m mixnorm_chainer.fid, figure scripts."""
+(issue 15): mixnorm-exp, mixnorm-crosscheck, python -m mixnorm_chainer.reproduce.fid, figure
+scripts."""
 import csv
 import io
 import json
@@ -12,7 +13,7 @@ import chainer
 import numpy
 import pytest
 
-from mixnorm_chainer import crosscheck, fid, gan, registry, runfolder, runner
+from mixnorm_chainer.reproduce import crosscheck, fid, gan, registry, runfolder, runner
 
 from figure_scripts import load_script
 
@@ -121,7 +122,7 @@ def test_missing_inception_weights(tmp_path, capsys):
     base = ['run', 'dcgan-c10-BN', '--out', out] + GAN_TINY[:-5] + ['--fid-extractor',
                                                                      'inception']
     exp(base + ['--inception-weights', str(tmp_path / 'nope.npz')], capsys,
-        '--inception-weights', 'no such file', 'mixnorm_chainer.fid convert')
+        '--inception-weights', 'no such file', 'mixnorm_chainer.reproduce.fid convert')
     exp(base, capsys, 'needs the published FID Inception weights')
     assert not os.path.exists(out)
 
@@ -343,7 +344,7 @@ def test_list_into_a_closed_pipe_exits_quietly():
     """`mixnorm-exp list | head -1`: no 'Broken pipe' error, exit status 0."""
     import subprocess
     import sys
-    p = subprocess.Popen([sys.executable, '-c', 'import sys; from mixnorm_chainer.runner '
+    p = subprocess.Popen([sys.executable, '-c', 'import sys; from mixnorm_chainer.reproduce.runner '
                           'import main; sys.exit(main(["list"]))'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     p.stdout.close()                      # the reader has left before anything is written

@@ -10,9 +10,10 @@ import chainer.functions as F
 import numpy
 import pytest
 
-from mixnorm_chainer import crosscheck, mixture_normalization, queue_normalization, weights
+from mixnorm_chainer import mixture_normalization, queue_normalization
 from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.models import CifarCNN
+from mixnorm_chainer.reproduce import crosscheck, weights
 
 SHAPES = [(4, 3, 5, 6), (40, 5)]
 
@@ -76,7 +77,7 @@ def assert_all_close(got, expected, tol):
 @pytest.mark.parametrize('affine', ['output', 'statistics'])
 @pytest.mark.parametrize('activation', [None, 'relu'])
 def test_torch_reference_matches_chainer_training_transform(torch, shape, affine, activation):
-    from mixnorm_chainer import torch_reference as tr
+    from mixnorm_chainer.reproduce import torch_reference as tr
     x, gamma, beta, nu, gy = make_inputs(shape, 3)
     ours = chainer_grads(lambda *v: mixture_normalization(*v, nu, affine=affine,
                                                           activation=activation),
@@ -88,7 +89,7 @@ def test_torch_reference_matches_chainer_training_transform(torch, shape, affine
 
 @pytest.mark.parametrize('shape', SHAPES)
 def test_torch_reference_k1_is_batch_normalization(torch, shape):
-    from mixnorm_chainer import torch_reference as tr
+    from mixnorm_chainer.reproduce import torch_reference as tr
     x, gamma, beta, _, gy = make_inputs(shape, 1, seed=3)
     nu = numpy.ones((x.size // shape[1], 1))
     ref = torch_grads(torch, lambda *v: tr.mixture_normalization(*v, torch.as_tensor(nu)),
@@ -118,7 +119,7 @@ def random_queue(rng, T, K, C, prune=True):
 @pytest.mark.parametrize('n_present', [4, 2])
 def test_torch_reference_matches_chainer_test_mode(torch, shape, form, affine, activation,
                                                    n_present):
-    from mixnorm_chainer import torch_reference as tr
+    from mixnorm_chainer.reproduce import torch_reference as tr
     rng = numpy.random.default_rng(7)
     x, gamma, beta, _, gy = make_inputs(shape, 1, seed=4)
     queue = random_queue(rng, 4, 3, shape[1])
@@ -130,7 +131,7 @@ def test_torch_reference_matches_chainer_test_mode(torch, shape, form, affine, a
 
 
 def test_torch_reference_single_entry_queue_is_fixed_batch_normalization(torch):
-    from mixnorm_chainer import torch_reference as tr
+    from mixnorm_chainer.reproduce import torch_reference as tr
     x, gamma, beta, _, gy = make_inputs((4, 3, 5, 6), 1, seed=5)
     mean, var = numpy.array([2.5, 3.0, 2.0]), numpy.array([0.5, 1.5, 2.5])
     ref = torch_grads(torch, lambda *v: tr.queue_normalization(
@@ -270,7 +271,7 @@ def test_compare_impl_callable(golden, tmp_path, capsys):
 
 def test_compare_impl_with_the_torch_reference_passes(torch, golden, capsys):
     code = crosscheck.main(['compare', golden, '--impl',
-                            'mixnorm_chainer.torch_reference:crosscheck_impl'])
+                            'mixnorm_chainer.reproduce.torch_reference:crosscheck_impl'])
     out = capsys.readouterr().out
     assert code == 0, out
     assert 'MISSING' not in out and 'FAIL' not in out
@@ -339,11 +340,12 @@ def test_errors_flag_shape_and_non_finite_mismatch():
 
 
 def test_console_entry_runs_as_a_module(golden):
-    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.crosscheck', 'compare', golden,
-                           '--impl', 'mixnorm_chainer.crosscheck:_missing_impl'],
+    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.reproduce.crosscheck', 'compare',
+                           golden,
+                           '--impl', 'mixnorm_chainer.reproduce.crosscheck:_missing_impl'],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and 'has no attribute' in proc.stderr
-    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.crosscheck', '--help'],
+    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.reproduce.crosscheck', '--help'],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and 'export' in proc.stdout and 'compare' in proc.stdout
 
@@ -458,7 +460,7 @@ def test_unsupported_link_is_a_clear_error():
 
 
 def test_torch_cifar_cnn_from_exported_weights_matches_test_mode(torch, tmp_path):
-    from mixnorm_chainer import torch_reference as tr
+    from mixnorm_chainer.reproduce import torch_reference as tr
     model = trained_cnn(numpy.float64, steps=2, seed=1)
     path = str(tmp_path / 'w64.npz')
     weights.save_npz(model, path)

@@ -10,8 +10,8 @@ import chainer
 import numpy
 import pytest
 
-from mixnorm_chainer import datasets
-from mixnorm_chainer.datasets import (
+from mixnorm_chainer.reproduce import datasets
+from mixnorm_chainer.reproduce.datasets import (
     augment,
     cifar_statistics,
     get_cifar,

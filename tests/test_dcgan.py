@@ -12,9 +12,9 @@ import chainer.links as L
 import numpy
 import pytest
 
-from mixnorm_chainer import gan, registry, runner
 from mixnorm_chainer.links import MixtureNormalization
 from mixnorm_chainer.models import Discriminator, Generator, dcgan
+from mixnorm_chainer.reproduce import gan, registry, runner
 
 from figure_scripts import load_script
 
@@ -339,7 +339,7 @@ def test_figures_explain_missing_pieces(tmp_path, capsys):
 @pytest.mark.slow
 def test_run_on_a_generated_cifar_archive(tmp_path):
     """The full-scale path (CIFAR-10 archive from --data-dir, 3x32x32 images) end to end."""
-    from mixnorm_chainer.datasets import write_cifar_archive
+    from mixnorm_chainer.reproduce.datasets import write_cifar_archive
     data = tmp_path / 'data'
     write_cifar_archive(str(data), 'cifar10', n_train=48, n_test=16, seed=0)
     out = str(tmp_path / 'c10')

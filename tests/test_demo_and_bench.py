@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from mixnorm_chainer import demo
-from mixnorm_chainer.datasets import get_digits
+from mixnorm_chainer.reproduce import demo
+from mixnorm_chainer.reproduce.datasets import get_digits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,5 @@
-"""FID (mixnorm_chainer.fid): Frechet distance, Gaussian fits, extractors, scorer, converter."""
+"""FID (mixnorm_chainer.reproduce.fid): Frechet distance, Gaussian fits, extractors, scorer,
+converter."""
 # isort: off
 import mixnorm_chainer  # noqa: F401
 # isort: on
@@ -6,7 +7,7 @@ import chainer
 import numpy as np
 import pytest
 
-from mixnorm_chainer import fid
+from mixnorm_chainer.reproduce import fid
 
 
 def eig_reference(mu1, sigma1, mu2, sigma2):
@@ -248,7 +249,7 @@ def test_get_extractor_errors():
         fid.get_extractor('inception')
     msg = str(info.value)
     assert fid.PYTORCH_FID_WEIGHTS_FILE in msg and fid.PYTORCH_FID_WEIGHTS_URL in msg
-    assert 'python -m mixnorm_chainer.fid convert' in msg and "'small'" in msg
+    assert 'python -m mixnorm_chainer.reproduce.fid convert' in msg and "'small'" in msg
 
 
 def test_scorer_zero_on_real_and_grows_with_shift():

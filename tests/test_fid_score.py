@@ -1,5 +1,5 @@
-"""``python -m mixnorm_chainer.fid score A B``: the FID of two image sets, as pytorch-fid's
-command line does it (folders of images, .npz of images, .npz of saved statistics)."""
+"""``python -m mixnorm_chainer.reproduce.fid score A B``: the FID of two image sets, as
+pytorch-fid's command line does it (folders of images, .npz of images, .npz of saved statistics)."""
 import subprocess
 import sys
 
@@ -7,7 +7,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from mixnorm_chainer import fid
+from mixnorm_chainer.reproduce import fid
 
 
 def digits(offset, n=40):
@@ -32,7 +32,7 @@ def image_sets(tmp_path):
 
 
 def run(*args):
-    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.fid', *args],
+    proc = subprocess.run([sys.executable, '-m', 'mixnorm_chainer.reproduce.fid', *args],
                           capture_output=True, text=True, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
 

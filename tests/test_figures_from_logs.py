@@ -1,11 +1,12 @@
-"""figures/figure{2,3,4,5,9}.py and mixnorm_chainer.plotting, on fabricated run directories."""
+"""figures/figure{2,3,4,5,9}.py and mixnorm_chainer.reproduce.plotting, on fabricated run
+directories."""
 import json
 import os
 
 import numpy
 import pytest
 
-from mixnorm_chainer import plotting, registry
+from mixnorm_chainer.reproduce import plotting, registry
 
 from figure_scripts import load_script
 

@@ -11,14 +11,10 @@ import numpy
 import pytest
 from chainer import gradient_check
 
-from mixnorm_chainer import (
-    GeneralizedBatchNormalization,
-    generalized_batch_normalization,
-    registry,
-    runner,
-)
+from mixnorm_chainer import GeneralizedBatchNormalization, generalized_batch_normalization
 from mixnorm_chainer.gbn import fixed_generalized_batch_normalization, statistic_weights
 from mixnorm_chainer.models import CifarCNN
+from mixnorm_chainer.reproduce import registry, runner
 
 C = 3
 PAIRS = [('mad', None), ('cvar', 0.75), ('cvar', 0.25), ('cvar', 0.5), ('cvar', 0.9)]

@@ -1,4 +1,5 @@
-"""The inference strategies of mixnorm_chainer.inference (Section 3.2) and the row pool."""
+"""The inference strategies of mixnorm_chainer.reproduce.inference (Section 3.2) and the row
+pool."""
 import copy
 import io
 import json
@@ -11,11 +12,12 @@ import chainer.links as L
 import numpy
 import pytest
 
-from mixnorm_chainer import MixtureNormalization, fit_gmm, inference, runfolder
+from mixnorm_chainer import MixtureNormalization, fit_gmm
 from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.links import pool_indices, pool_memory_bytes
 from mixnorm_chainer.models import CifarCNN
 from mixnorm_chainer.models.cifar_cnn import LAYERS
+from mixnorm_chainer.reproduce import inference, runfolder
 
 C = 4
 
@@ -372,7 +374,7 @@ def tiny_run(out, extra=()):
     """A tiny MN run of `mixnorm-exp run` (1 epoch of 4 steps on 8x8 digits)."""
     from chainer.training import extensions
 
-    from mixnorm_chainer import runner
+    from mixnorm_chainer.reproduce import runner
     with pytest.MonkeyPatch.context() as m:
         m.setattr(extensions.PlotReport, 'available', staticmethod(lambda: False))
         assert runner.main(['run', 'cnn-c10-MN-2', '--dataset', 'digits', '--input-size', '8',
@@ -389,7 +391,7 @@ def run_folder(tmp_path_factory):
 def bn_run_folder(mn_folder, out, snapshot=True):
     """A BN run folder: the MN run's setting.json for cnn-c10-BN-2 and a snapshot of the BN
     model in the trainer's layout (model under updater/model:main/)."""
-    from mixnorm_chainer import builders, registry
+    from mixnorm_chainer.reproduce import builders, registry
     os.makedirs(out)
     record = runfolder.read_json(os.path.join(mn_folder, 'setting.json'))
     setting = registry.get('cnn-c10-BN-2')
@@ -484,7 +486,7 @@ def test_cli_errors_are_one_line(run_folder, tmp_path, capsys):
 
 def test_a_run_with_a_pool_trains_as_without_and_evaluates_the_pool(run_folder, tmp_path,
                                                                     capsys):
-    from mixnorm_chainer import runner
+    from mixnorm_chainer.reproduce import runner
     try:
         runner.build_parser().parse_args(['run', 'cnn-c10-MN-2', '--mn-option', 'pool_rows=50'])
     except SystemExit:

@@ -1,4 +1,4 @@
-"""The CUDA kernels of mixnorm_chainer/kernels.py, run on the CPU by tests/cuda_kernel_harness.py.
+"""The CUDA kernels of mixnorm_chainer/kernels/, run on the CPU by tests/cuda_kernel_harness.py.
 
 The harness compiles the very kernel strings the package passes to ``cuda.elementwise`` /
 ``cuda.reduce`` with g++ and runs them with CuPy's semantics; ``kernels.enabled`` is switched to
@@ -18,6 +18,7 @@ from mixnorm_chainer import (
     mixture_normalization,
     queue_normalization,
 )
+from mixnorm_chainer.kernels import self_check
 
 import cuda_kernel_harness as harness
 
@@ -283,9 +284,9 @@ def test_switch_forces_the_xp_path(on_cpu):
 
 
 def test_self_check_is_small(on_cpu):
-    errors = kernels.self_check(numpy)
+    errors = self_check.check(numpy)
     assert len(errors) >= 16
-    assert all(err <= kernels.self_check_tolerance(name) for name, err in errors.items()), errors
+    assert all(err <= self_check.tolerance(name) for name, err in errors.items()), errors
 
 
 def test_kernels_are_off_for_numpy_arrays_without_the_harness():

@@ -17,6 +17,7 @@ import numpy
 import pytest
 
 from mixnorm_chainer import multi_node
+from mixnorm_chainer.reproduce import data_parallel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -75,7 +76,7 @@ def test_synchronized_layer_equals_single_process(tmp_path, ranks):
 def test_two_rank_training_run_and_resume(tmp_path):
     """`mixnorm-exp run --communicator naive` on 2 ranks: trains, logs on rank 0, resumes."""
     out = tmp_path / 'run'
-    args = ['-m', 'mixnorm_chainer.runner', 'run', 'cnn-c10-MN-2', '--dataset', 'digits',
+    args = ['-m', 'mixnorm_chainer.reproduce.runner', 'run', 'cnn-c10-MN-2', '--dataset', 'digits',
             '--input-size', '8', '--train-limit', '256', '--test-limit', '64',
             '--batch-size', '64', '--epochs', '1', '--communicator', 'naive', '--no-progress',
             '--out', str(out)]
@@ -104,15 +105,15 @@ class _FakeComm:
 
 
 def test_helpers_without_mpi():
-    assert multi_node.per_rank_batch(256, None) == 256
-    assert multi_node.per_rank_batch(256, _FakeComm(0, 4)) == 64
+    assert data_parallel.per_rank_batch(256, None) == 256
+    assert data_parallel.per_rank_batch(256, _FakeComm(0, 4)) == 64
     with pytest.raises(ValueError, match='not divisible by the 3 ranks'):
-        multi_node.per_rank_batch(256, _FakeComm(0, 3))
-    assert multi_node.rank_device('@cupy:0', _FakeComm(5, 8, intra_rank=1)) == '@cupy:1'
-    assert multi_node.rank_device('@numpy', _FakeComm(5, 8, intra_rank=1)) == '@numpy'
-    assert multi_node.rank_device('@cupy:0', None) == '@cupy:0'
+        data_parallel.per_rank_batch(256, _FakeComm(0, 3))
+    assert data_parallel.rank_device('@cupy:0', _FakeComm(5, 8, intra_rank=1)) == '@cupy:1'
+    assert data_parallel.rank_device('@numpy', _FakeComm(5, 8, intra_rank=1)) == '@numpy'
+    assert data_parallel.rank_device('@cupy:0', None) == '@cupy:0'
     with pytest.raises(ValueError, match='unknown communicator'):
-        multi_node.create_communicator('carrier-pigeon')
+        data_parallel.create_communicator('carrier-pigeon')
 
 
 def test_allreduce_row_bookkeeping():

@@ -4,8 +4,8 @@ import os
 import numpy
 import pytest
 
-from mixnorm_chainer import runner
-from mixnorm_chainer.recorder import ActivationRecorder, load_recording
+from mixnorm_chainer.reproduce import runner
+from mixnorm_chainer.reproduce.recorder import ActivationRecorder, load_recording
 
 from figure_scripts import load_script
 

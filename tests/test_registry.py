@@ -2,7 +2,7 @@
 them (rows copied from the text of Tables 2-6), and parsed independently of the registry."""
 import pytest
 
-from mixnorm_chainer import registry
+from mixnorm_chainer.reproduce import registry
 
 TABLE2 = {'cifar10': """
 BN-1 – (0.01, 1e-4) 79.37 84.34 86.24 86.74

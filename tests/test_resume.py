@@ -10,7 +10,7 @@ import sys
 import numpy
 import pytest
 
-from mixnorm_chainer import registry, runfolder, runner
+from mixnorm_chainer.reproduce import registry, runfolder, runner
 
 TINY = ['--dataset', 'digits', '--input-size', '8', '--train-limit', '64', '--test-limit', '32',
         '--batch-size', '16', '--no-progress']          # 4 iterations per epoch

@@ -5,8 +5,8 @@ import os
 import chainer
 import pytest
 
-from mixnorm_chainer import registry, runner
-from mixnorm_chainer.datasets import write_cifar_archive
+from mixnorm_chainer.reproduce import registry, runner
+from mixnorm_chainer.reproduce.datasets import write_cifar_archive
 
 TINY = ['--dataset', 'digits', '--input-size', '8', '--train-limit', '64', '--test-limit', '64',
         '--batch-size', '32', '--no-progress']

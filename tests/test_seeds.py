@@ -9,7 +9,7 @@ import statistics
 import numpy
 import pytest
 
-from mixnorm_chainer import builders, plotting, registry, runner, seeds
+from mixnorm_chainer.reproduce import builders, plotting, registry, runner, seeds
 
 ACC = 'validation/main/accuracy'
 

@@ -27,8 +27,8 @@ Every strategy of :func:`evaluate_strategies` runs on a deep copy of the model, 
 queues, pools, random generators and BN running averages are unchanged. BN layers are left as
 they are by every strategy (their running averages are not recomputed).
 
-CLI (wired into ``mixnorm-exp`` by :mod:`mixnorm_chainer.runner`; also
-``python -m mixnorm_chainer.inference``):
+CLI (wired into ``mixnorm-exp`` by :mod:`mixnorm_chainer.reproduce.runner`; also
+``python -m mixnorm_chainer.reproduce.inference``):
 
     mixnorm-exp recompute RUN [--batches N] [--rows-per-batch R] [--snapshot FILE]
                               [--device D] [--data-dir DIR]
@@ -47,7 +47,6 @@ import numpy
 from chainer.backend import get_array_module
 from chainer.backends import cuda
 
-from mixnorm_chainer import builders, registry, runfolder, seeds
 from mixnorm_chainer.functions import (
     ComponentStatistics,
     component_statistics,
@@ -57,6 +56,7 @@ from mixnorm_chainer.functions import (
 from mixnorm_chainer.gmm import GaussianMixture, centering_shift, fit_gmm, rows_problem
 from mixnorm_chainer.links import MixtureNormalization, pool_indices, pool_memory_bytes
 from mixnorm_chainer.queue import push
+from mixnorm_chainer.reproduce import builders, registry, runfolder, seeds
 
 #: the strategies of :func:`evaluate_strategies`, in the order of the tables
 STRATEGIES = ('queue', 'printed', 'pool', 'recompute', 'train-mode')
@@ -735,7 +735,7 @@ def add_parsers(subparsers):
     e = subparsers.add_parser(
         'evaluate', help='test accuracy of the inference strategies of runs',
         description='Test accuracy (percent) of each inference strategy: {} (see '
-        'mixnorm_chainer/inference.py).'.format(', '.join(STRATEGIES)))
+        'mixnorm_chainer/reproduce/inference.py).'.format(', '.join(STRATEGIES)))
     e.add_argument('runs', nargs='+', metavar='RUN', help='run folders of mixnorm-exp run')
     e.add_argument('--strategies', type=strategy_list, default=list(STRATEGIES),
                    help='comma-separated subset of {} (default all)'.format(
@@ -747,7 +747,7 @@ def add_parsers(subparsers):
 
 
 def main(argv=None):
-    """``python -m mixnorm_chainer.inference recompute|evaluate ...`` (as ``mixnorm-exp``)."""
+    """``python -m mixnorm_chainer.reproduce.inference recompute|evaluate ...`` (as ``mixnorm-exp``)."""
     parser = runfolder.ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0])
     add_parsers(parser.add_subparsers(dest='command', required=True))
     args = parser.parse_args(argv)

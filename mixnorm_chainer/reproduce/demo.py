@@ -21,9 +21,9 @@ import numpy
 from chainer import training
 from chainer.training import extensions
 
-from mixnorm_chainer import runner
-from mixnorm_chainer.datasets import get_digits
 from mixnorm_chainer.models import CifarCNN
+from mixnorm_chainer.reproduce import runner
+from mixnorm_chainer.reproduce.datasets import get_digits
 
 
 def steps_to_reach(log, target):

@@ -6,7 +6,7 @@ with LogReport (``log.json``, one entry every ``log_interval`` updates: ``gen/lo
 ``dis/loss``, ``time/update`` and, at evaluations, ``fid``, ``fid/best``, ``fid/time``),
 PrintReport, ProgressBar, a snapshot every ``snapshot_interval`` updates and at the last one
 (``snapshot_iter_N``, written atomically, the two newest kept; ``--resume`` continues from the
-newest readable one exactly, as :mod:`mixnorm_chainer.runner` describes) and
+newest readable one exactly, as :mod:`mixnorm_chainer.reproduce.runner` describes) and
 :class:`FIDEvaluation`: every ``fid_interval`` updates (paper: 10K) the FID of
 ``fid_samples`` generated images against the training images, and a sample grid of a fixed z
 (``samples/iter_N.png`` and ``.npz``; Figure 7). ``setting.json`` names the FID feature
@@ -30,16 +30,16 @@ import numpy
 from chainer import training
 from chainer.training import extension, extensions
 
-from mixnorm_chainer import plotting, runfolder
-from mixnorm_chainer.datasets import get_cifar, get_digits
 from mixnorm_chainer.models.dcgan import (
     Discriminator,
     Generator,
     discriminator_loss,
     generator_loss,
 )
-from mixnorm_chainer.runfolder import ResumableShuffle, RunError  # noqa: F401
-from mixnorm_chainer.runfolder import format_value as _fmt
+from mixnorm_chainer.reproduce import plotting, runfolder
+from mixnorm_chainer.reproduce.datasets import get_cifar, get_digits
+from mixnorm_chainer.reproduce.runfolder import ResumableShuffle, RunError  # noqa: F401
+from mixnorm_chainer.reproduce.runfolder import format_value as _fmt
 
 FID_KEY = 'fid'
 #: Section 4.5: "FID ... evaluated every 10K updates"
@@ -178,7 +178,7 @@ def sample_path(out, iteration, ext):
 
 class FIDEvaluation(extension.Extension):
     """Every trigger: FID of ``n_samples`` generated images (``scorer``: a
-    :class:`mixnorm_chainer.fid.FIDScorer` built on the real images) and a sample grid of the
+    :class:`mixnorm_chainer.reproduce.fid.FIDScorer` built on the real images) and a sample grid of the
     fixed z drawn from ``seed`` (``samples/iter_N.png``/``.npz``). Reports ``fid``, ``fid/best``
     (lowest so far) and ``fid/time``; the best FID and its iteration are part of the snapshot.
     The generated images of evaluation i come from ``default_rng([seed, 1, i])``."""
@@ -252,8 +252,8 @@ def run(args, setting, extra_extensions=()):
     """Train a DCGAN setting (``setting.model == 'dcgan'``) as ``mixnorm-exp run`` asks.
 
     The run folder and ``--resume`` behave as for the classification runs
-    (:func:`mixnorm_chainer.runner.run`); only ``--iterations`` may change on resume."""
-    from mixnorm_chainer import fid as fid_module
+    (:func:`mixnorm_chainer.reproduce.runner.run`); only ``--iterations`` may change on resume."""
+    from mixnorm_chainer.reproduce import fid as fid_module
 
     if getattr(args, 'epochs', None) is not None or getattr(args, 'scale', None) is not None:
         raise ValueError('GAN settings run for --iterations (generator updates), not '
@@ -296,7 +296,7 @@ def run(args, setting, extra_extensions=()):
             raise ValueError(fid_module._MISSING_WEIGHTS_HELP)
         if not os.path.isfile(args.inception_weights):
             raise RunError('--inception-weights {}: no such file; convert pytorch-fid\'s '
-                           'weights with `python -m mixnorm_chainer.fid convert {} {}` (or use '
+                           'weights with `python -m mixnorm_chainer.reproduce.fid convert {} {}` (or use '
                            '--fid-extractor small for offline tests)'.format(
                                args.inception_weights, fid_module.PYTORCH_FID_WEIGHTS_FILE,
                                args.inception_weights))
@@ -389,7 +389,7 @@ def run(args, setting, extra_extensions=()):
 # -- reading runs --------------------------------------------------------------------------
 
 def load_run(directory):
-    """A GAN run folder as :class:`mixnorm_chainer.plotting.Run` whose ``log`` holds every
+    """A GAN run folder as :class:`mixnorm_chainer.reproduce.plotting.Run` whose ``log`` holds every
     LogReport entry (losses every ``log_interval`` updates; ``fid`` where evaluated)."""
     run = plotting.load_run(directory)
     with open(os.path.join(directory, 'log.json')) as f:

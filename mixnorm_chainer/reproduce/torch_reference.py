@@ -15,9 +15,9 @@ hand-written backward): gradients come from torch autograd.
 * :func:`em_step`, :func:`gmm_log_likelihood`, :func:`gmm_responsibilities`: the diagonal GMM's
   EM iteration and densities (Eq. 26-27, 31).
 * :func:`crosscheck_impl`: the ``--impl`` callable of ``mixnorm-crosscheck compare``, e.g.
-  ``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.torch_reference:crosscheck_impl``.
+  ``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``.
 * :func:`build_cifar_cnn`: the paper's CIFAR CNN (Table 1) as a ``torch.nn.Module`` whose
-  ``load_state_dict`` takes :func:`mixnorm_chainer.weights.export_state_dict`'s names (MN layers
+  ``load_state_dict`` takes :func:`mixnorm_chainer.reproduce.weights.export_state_dict`'s names (MN layers
   run in test mode only, Eq. 38, from their exported queue).
 
 torch is imported lazily; without it every function raises an ImportError saying how to install
@@ -244,7 +244,7 @@ def _np(t):
 
 
 def crosscheck_impl(case, inputs):
-    """``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.torch_reference:crosscheck_impl``.
+    """``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``.
 
     Args:
         case: the case's manifest entry (``kind``, ``options``, ...).
@@ -305,7 +305,7 @@ def build_cifar_cnn(state_dict, meta):
 
     Args:
         state_dict: ``{name: numpy array}`` as written by
-            :func:`mixnorm_chainer.weights.export_state_dict` (torch names and layouts).
+            :func:`mixnorm_chainer.reproduce.weights.export_state_dict` (torch names and layouts).
         meta: its metadata dict (``mn_layers``, the MN layers' options).
 
     BN layers are ``torch.nn.BatchNorm2d(eps=2e-5, momentum=0.1)`` (Chainer's eps and

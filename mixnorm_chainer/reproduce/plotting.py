@@ -30,7 +30,7 @@ import sys
 
 import numpy
 
-from mixnorm_chainer import seeds
+from mixnorm_chainer.reproduce import seeds
 
 ACC_KEY = seeds.ACC_KEY
 BN_COLOR = 'tab:blue'

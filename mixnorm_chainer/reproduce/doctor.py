@@ -5,11 +5,11 @@ Reports Python, numpy, chainer and cupy versions (with the pip command for the C
 chainer's CUDA state (``cuda.available`` and, when False although cupy is installed, why, with
 the wheel that provides a missing library), cuDNN, NCCL, the kernel switch
 (``chainer.config.mixnorm_kernels``, ``MIXNORM_KERNELS=0``) and, when a GPU is usable, the
-kernel self-check (:func:`mixnorm_chainer.kernels.self_check`, about a second).
+kernel self-check (:func:`mixnorm_chainer.kernels.self_check.check`, about a second).
 
 Exit status: 0 when everything needed for CPU use works (1 otherwise); with ``--require-gpu``
 also 1 when the GPU is not usable or the kernel self-check fails. ``--json`` prints the same
-report as JSON. Also ``python -m mixnorm_chainer.doctor``.
+report as JSON. Also ``python -m mixnorm_chainer.reproduce.doctor``.
 """
 import argparse
 import importlib
@@ -21,9 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-
-#: the kernel self-check flags a kernel whose relative error vs the xp path exceeds this
-SELF_CHECK_TOLERANCE = 1e-3
 
 #: library name in a loader error -> the pip wheel that provides it, per CUDA major
 _LIBRARY_WHEELS = {
@@ -228,17 +225,14 @@ def _gpu_usable(cuda):
 
 def _self_check(cuda):
     try:
-        kernels = importlib.import_module('mixnorm_chainer.kernels')
-    except Exception as e:  # noqa: BLE001 (ModuleNotFoundError while kernels.py is absent)
-        return {'ok': False, 'error': _one_line(e), 'errors': {}}
-    try:
-        errors = {k: float(v) for k, v in kernels.self_check(cuda.cupy).items()}
+        self_check = importlib.import_module('mixnorm_chainer.kernels.self_check')
+        errors = {k: float(v) for k, v in self_check.check(cuda.cupy).items()}
     except Exception as e:  # noqa: BLE001
         return {'ok': False, 'error': _one_line(e), 'errors': {}}
-    tolerance = getattr(kernels, 'self_check_tolerance', lambda name: SELF_CHECK_TOLERANCE)
-    bad = [k for k, v in errors.items() if not v <= tolerance(k)]
+    bad = [k for k, v in errors.items() if not v <= self_check.tolerance(k)]
     return {'ok': not bad, 'errors': errors,
-            'error': ', '.join(f'{k} above {tolerance(k):g}' for k in bad) if bad else None}
+            'error': ', '.join(f'{k} above {self_check.tolerance(k):g}' for k in bad) if bad
+            else None}
 
 
 def _cpu_check(chainer):

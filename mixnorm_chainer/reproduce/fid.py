@@ -10,7 +10,7 @@ The feature extractor is pluggable (:func:`get_extractor`):
 * ``'inception'``: the FID variant of Inception-V3 (TensorFlow's 2015-12-05 graph as ported by
   pytorch-fid), 2048-d pool3 features. It loads the published FID weights from a local ``.npz``
   converted from pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` with
-  ``python -m mixnorm_chainer.fid convert IN.pth OUT.npz`` (needs torch, only for converting).
+  ``python -m mixnorm_chainer.reproduce.fid convert IN.pth OUT.npz`` (needs torch, only for converting).
   With those weights the numbers are comparable to published FIDs.
 * ``'small'``: an offline stand-in, a fixed-seed random-weight 3-layer conv net (64-d features).
   Deterministic and cheap, good for tests and for *relative* comparisons between runs scored
@@ -43,7 +43,7 @@ _MISSING_WEIGHTS_HELP = (
     "the 'inception' FID extractor needs the published FID Inception weights as a local .npz. "
     f'Download pytorch-fid\'s {PYTORCH_FID_WEIGHTS_FILE} from {PYTORCH_FID_WEIGHTS_URL} '
     '(port of TensorFlow\'s inception-2015-12-05 graph used by the original FID code), convert it '
-    'once with `python -m mixnorm_chainer.fid convert '
+    'once with `python -m mixnorm_chainer.reproduce.fid convert '
     f'{PYTORCH_FID_WEIGHTS_FILE} fid_inception.npz` (needs torch, CPU build is enough), then pass '
     "weights='fid_inception.npz' (runner: --fid-extractor inception --inception-weights "
     "fid_inception.npz). For offline tests use get_extractor('small') instead (its FIDs are "
@@ -721,7 +721,7 @@ def score_image_sets(a, b, extractor, batch_size=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: python -m mixnorm_chainer.fid convert IN.pth OUT.npz | score A B
+# Command line: python -m mixnorm_chainer.reproduce.fid convert IN.pth OUT.npz | score A B
 
 
 class _Parser(argparse.ArgumentParser):
@@ -775,7 +775,7 @@ def _score_command(args, parser):
 
 def main(argv=None):
     import os
-    parser = _Parser(prog='python -m mixnorm_chainer.fid',
+    parser = _Parser(prog='python -m mixnorm_chainer.reproduce.fid',
                      description='FID: score two image sets; convert the Inception weights.')
     sub = parser.add_subparsers(dest='command', required=True)
     conv = sub.add_parser('convert', help=f'convert pytorch-fid\'s {PYTORCH_FID_WEIGHTS_FILE} '

@@ -6,7 +6,7 @@ dtype, layout, options, and which arrays are inputs, outputs and optional output
 ``mixnorm-crosscheck compare DIR OTHER.npz`` compares another implementation's outputs (same
 keys) with the expected ones and prints a per-case table of max absolute and relative errors;
 ``--impl module:callable`` calls a Python callable ``fn(case, inputs) -> {name: array}`` instead
-(e.g. ``mixnorm_chainer.torch_reference:crosscheck_impl``). Exit status: 0 when every compared
+(e.g. ``mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``). Exit status: 0 when every compared
 output is within its dtype's tolerance, 1 otherwise.
 
 Case kinds (arrays in NCHW / (N, C) layout; "rows" are ``x.transpose(0, 2, 3, 1).reshape(-1, C)``):
@@ -316,7 +316,7 @@ def export(directory):
         entries.append(entry)
     manifest = {
         'format_version': FORMAT_VERSION,
-        'generator': 'mixnorm_chainer.crosscheck (Chainer implementation)',
+        'generator': 'mixnorm_chainer.reproduce.crosscheck (Chainer implementation)',
         'arrays_file': CASES_FILE,
         'key_format': '<case name>/<array name>',
         'layout': LAYOUT,

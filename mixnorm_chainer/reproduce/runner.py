@@ -13,9 +13,9 @@ A run is a ``chainer.training.Trainer`` with an Evaluator, LogReport (``log.json
 linked to it plus ``args`` for ChainerUI), PrintReport (plain text when stdout is not a
 terminal), ProgressBar (terminals only), PlotReport (``loss.png``, ``accuracy.png``), a snapshot
 every epoch (``snapshot_epoch_*``, written atomically, the two newest kept) and, for MN runs or
-with ``--record``, an :class:`~mixnorm_chainer.recorder.ActivationRecorder` (``recording.npz``).
+with ``--record``, an :class:`~mixnorm_chainer.reproduce.recorder.ActivationRecorder` (``recording.npz``).
 
-Run folders (:mod:`mixnorm_chainer.runfolder`): a folder that already holds a run is refused
+Run folders (:mod:`mixnorm_chainer.reproduce.runfolder`): a folder that already holds a run is refused
 unless ``--resume`` (continue it) or ``--force`` (replace its run files); the default folder
 ``results/NAME`` gets ``-seedS`` for a seed S other than 0. ``--resume`` takes the options not
 given from ``setting.json`` and refuses given ones that differ (only ``--epochs`` of an
@@ -25,7 +25,7 @@ training starts (model, optimizer, MN queues and generators, iterator position a
 order, learning-rate schedule, augmentation and recorder generators, log entries), so the
 resumed run equals the uninterrupted one bit for bit (on the CPU). ``setting.json`` records
 the setting, the options and every resume. DCGAN settings (``dcgan-c10-BN``/``-MN``,
-Section 4.5) are trained by :func:`mixnorm_chainer.gan.run` for ``--iterations`` updates with
+Section 4.5) are trained by :func:`mixnorm_chainer.reproduce.gan.run` for ``--iterations`` updates with
 FID every ``--fid-interval``.
 """
 import argparse
@@ -39,10 +39,18 @@ import numpy
 from chainer import training
 from chainer.training import extensions
 
-from mixnorm_chainer import builders, inference, multi_node, plotting, registry, runfolder, seeds
-from mixnorm_chainer.builders import build_model, build_optimizer, load_data  # noqa: F401
-from mixnorm_chainer.datasets import augment
-from mixnorm_chainer.recorder import DEFAULT_FRACTIONS, ActivationRecorder
+from mixnorm_chainer.reproduce import (
+    builders,
+    data_parallel,
+    inference,
+    plotting,
+    registry,
+    runfolder,
+    seeds,
+)
+from mixnorm_chainer.reproduce.builders import build_model, build_optimizer, load_data  # noqa: F401
+from mixnorm_chainer.reproduce.datasets import augment
+from mixnorm_chainer.reproduce.recorder import DEFAULT_FRACTIONS, ActivationRecorder
 
 ACC_KEY = plotting.ACC_KEY
 
@@ -154,15 +162,15 @@ def run(args, extra_extensions=()):
         raise ValueError('--communicator is not supported for the DCGAN settings')
     if setting.model == 'dcgan' and getattr(args, 'mn_option', None):
         raise ValueError('--mn-option is not supported for the DCGAN settings')
-    if setting.model == 'dcgan':          # Section 4.5: GAN training (mixnorm_chainer.gan)
-        from mixnorm_chainer import gan
+    if setting.model == 'dcgan':          # Section 4.5: GAN training (mixnorm_chainer.reproduce.gan)
+        from mixnorm_chainer.reproduce import gan
         return gan.run(args, setting, extra_extensions)
     resume, force = bool(args.resume), bool(getattr(args, 'force', False))
     _mn_option_dict(args)
     out = args.out or runfolder.default_out(setting, args.dataset or setting.dataset,
                                             args.seed or 0, getattr(args, 'mn_options', None))
     # ChainerMN (under mpiexec): one rank per process; batch_size is the global mini-batch.
-    comm = multi_node.create_communicator(communicator) if communicator else None
+    comm = data_parallel.create_communicator(communicator) if communicator else None
     rank0 = comm is None or comm.rank == 0
     suffix = '' if comm is None else '_rank{}'.format(comm.rank)
     _communicator_check(comm, lambda: runfolder.prepare(out, resume, force))
@@ -196,8 +204,8 @@ def run(args, extra_extensions=()):
                       '--epochs N with N > {} to extend it)'.format(out, done, epochs, done),
                       flush=True)
             return out
-    rank_batch = multi_node.per_rank_batch(batch_size, comm)
-    device = runfolder.get_device(multi_node.rank_device(args.device, comm))
+    rank_batch = data_parallel.per_rank_batch(batch_size, comm)
+    device = runfolder.get_device(data_parallel.rank_device(args.device, comm))
     device.use()
 
     train, test, n_classes = load_data(dataset, args.data_dir, args.input_size, args.seed)
@@ -223,7 +231,7 @@ def run(args, extra_extensions=()):
     numpy.random.seed(args.seed)          # chainer's initializers draw from numpy's RNG
     model = build_model(setting, n_classes, seed=args.seed, mn_options=options['mn_options'])
     if comm is not None and args.sync_norm:
-        model = multi_node.synchronize_normalization(model, comm)
+        model = data_parallel.synchronize_normalization(model, comm)
     model.to_device(device)
     optimizer = build_optimizer(setting, model)
     if comm is not None:
@@ -247,7 +255,7 @@ def run(args, extra_extensions=()):
     for extension, trigger in extra_extensions:
         trainer.extend(extension, trigger=trigger)
     if comm is not None:
-        trainer.extend(multi_node.check_resumed_ranks(comm), trigger=(1, 'epoch'))
+        trainer.extend(data_parallel.check_resumed_ranks(comm), trigger=(1, 'epoch'))
     if rank0:                             # logs, reports and recordings: rank 0 only
         trainer.extend(extensions.observe_lr())
         trainer.extend(extensions.LogReport(trigger=(1, 'epoch'), filename='log.json'))
@@ -617,7 +625,7 @@ def summarize(directories, out=None, csv_path=None, against=None):
     csv_rows = []
     gan_dirs = [r['dir'] for r in runs if r['setting']['model'] == 'dcgan']
     if gan_dirs:                          # Section 4.5: FID instead of accuracy
-        from mixnorm_chainer import gan
+        from mixnorm_chainer.reproduce import gan
         gan_runs = gan.summarize(gan_dirs, out=out)
         csv_rows += gan.csv_rows(gan_runs)
         runs = [r for r in runs if r['setting']['model'] != 'dcgan']
@@ -921,7 +929,7 @@ def build_parser():
                    'are deleted)')
     r.add_argument('--no-progress', action='store_true',
                    help='no progress bar (it is shown only on a terminal anyway)')
-    r.add_argument('--communicator', choices=multi_node.COMMUNICATORS,
+    r.add_argument('--communicator', choices=data_parallel.COMMUNICATORS,
                    help='data-parallel ChainerMN training, launched as `mpiexec -n P '
                    'mixnorm-exp run ...` (--batch-size stays the global mini-batch)')
     r.add_argument('--no-sync-norm', dest='sync_norm', action='store_false', default=None,
@@ -947,7 +955,7 @@ def build_parser():
                    help="FID features: 'inception' (default; comparable to published FIDs; "
                    "needs --inception-weights) or 'small' (offline stand-in, not comparable)")
     g.add_argument('--inception-weights', metavar='NPZ',
-                   help='FID Inception weights converted with `python -m mixnorm_chainer.fid '
+                   help='FID Inception weights converted with `python -m mixnorm_chainer.reproduce.fid '
                    'convert pt_inception-2015-12-05-6726825d.pth NPZ`')
     g.add_argument('--fid-batch-size', type=positive_int, help='default 100')
     g.add_argument('--width', type=positive_int,

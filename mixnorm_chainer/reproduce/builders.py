@@ -1,16 +1,16 @@
 """What a run is built from: the setting's network, its optimizer and its data.
 
-:mod:`mixnorm_chainer.runner` trains with these; :mod:`mixnorm_chainer.inference` rebuilds a
-trained run's model with them.
+:mod:`mixnorm_chainer.reproduce.runner` trains with these;
+:mod:`mixnorm_chainer.reproduce.inference` rebuilds a trained run's model with them.
 """
 import os
 
 import chainer
 import chainer.links as L
 
-from mixnorm_chainer import runfolder
-from mixnorm_chainer.datasets import get_dataset
 from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
+from mixnorm_chainer.reproduce import runfolder
+from mixnorm_chainer.reproduce.datasets import get_dataset
 
 #: MN options a run may set (``mixnorm-exp run --mn-option KEY=VALUE``; a setting's own are
 #: in ``Setting.mn_options``): the choices where the paper is ambiguous, and the row pool.
@@ -135,7 +135,7 @@ def load_data(dataset, data_dir, size, seed):
             raise runfolder.RunError('--data-dir {} is not a folder; give the folder that holds '
                                      'the {} archive or its extracted folder'.format(
                                          data_dir, dataset))
-        from mixnorm_chainer.datasets import get_cifar
+        from mixnorm_chainer.reproduce.datasets import get_cifar
         train, test = get_cifar(dataset, data_dir, download=False)
         return train, test, 10 if dataset == 'cifar10' else 100
     return get_dataset(dataset, data_dir=data_dir, size=size, seed=seed)

@@ -1,6 +1,6 @@
 """Run folders of ``mixnorm-exp run``: creating them without overwriting, resuming them exactly.
 
-Shared by :mod:`mixnorm_chainer.runner` (classification) and :mod:`mixnorm_chainer.gan`
+Shared by :mod:`mixnorm_chainer.reproduce.runner` (classification) and :mod:`mixnorm_chainer.reproduce.gan`
 (DCGAN); it imports neither, so the dependency runs one way (runner -> gan -> runfolder).
 
 * :func:`prepare` checks ``--out`` before anything is trained: a folder that already holds a
@@ -36,7 +36,7 @@ from chainer import training
 
 SNAPSHOT_PREFIX = 'snapshot_'
 #: the files and folders a run writes into its folder (what --force replaces)
-#: models written by ``mixnorm-exp recompute`` (mixnorm_chainer.inference)
+#: models written by ``mixnorm-exp recompute`` (mixnorm_chainer.reproduce.inference)
 RECOMPUTED_PREFIX = 'recomputed_'
 RUN_FILES = ('setting.json', 'log.json', 'log', 'args', 'recording.npz', 'loss.png',
              'accuracy.png', 'samples')
