@@ -30,7 +30,7 @@ import chainer.functions as F
 import chainer.links as L
 
 from mixnorm_chainer import MixtureNormalization, gmm
-from mixnorm_chainer.reproduce import runfolder, runner
+from mixnorm_chainer.reproduce import cost, runfolder
 
 
 def alternate(a, b, device, repeats):
@@ -127,7 +127,7 @@ def bench_table7(device, quick):
                                warmup=1 if quick else 3, input_size=8 if quick else 32,
                                batch_sizes=[64] if quick else None, depth=7 if quick else None,
                                components=[1, 3] if quick else [1, 2, 3, 4, 5])
-    results = runner.cost(args)
+    results = cost.cost(args)
     by_config = {}
     for r in results:
         by_config.setdefault((r['depth'], r['batch']), {})[r['K']] = r['its']

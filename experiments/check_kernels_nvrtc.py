@@ -10,9 +10,9 @@ the NVRTC wheel; see requirements/nvrtc-cuda13.txt). Not part of CI (large downl
    with raw parameters and a preamble, a reduction broadcasting over axes (0, 2), one with two
    outputs and a fixed-dtype scalar) and every kernel the package builds, recorded by the CPU
    kernel harness (``tests/cuda_kernel_harness.py``) while
-   ``mixnorm_chainer.kernels.self_check.check`` runs on numpy (with ``kernels.enabled`` following ``chainer.config.mixnorm_kernels`` for
-   numpy arrays, as in tests/test_kernels.py, so the package's own dispatch reaches every
-   kernel).
+   ``mixnorm_chainer.kernels.self_check.check`` runs on numpy (with ``kernels.enabled``
+   following ``chainer.config.mixnorm_kernels`` for numpy arrays, as in tests/test_kernels.py,
+   so the package's own dispatch reaches every kernel).
 3. For each distinct definition and argument dtypes builds the CUDA source CuPy generates for
    it (CuPy's own code generators, ``cupy._core._kernel._get_elementwise_kernel_code`` and
    ``cupy._core._reduction._ReductionKernel_get_cached_function_code``, fed with the argument

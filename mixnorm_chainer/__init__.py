@@ -18,4 +18,4 @@ __all__ = ['ComponentStatistics', 'GaussianMixture', 'GeneralizedBatchNormalizat
            'MixtureNormalization', 'MultiNodeMixtureNormalization', 'fit_gmm',
            'generalized_batch_normalization', 'mixture_normalization', 'models',
            'queue_normalization']
-__version__ = '0.2.0'
+__version__ = '0.3.0'

@@ -31,10 +31,10 @@ statistics are fixed: then no gradient flows through the statistics (as in
 Computation: on the CPU (and on the GPU with ``chainer.config.mixnorm_kernels = False``) every
 per-row quantity is an (m, K) x (K, C) product, so no (m, K, C) array is formed; the fused-ReLU
 path loops over K. Rows far off-centre are shifted by a per-channel constant before the sums of
-squares (training: :func:`~mixnorm_chainer.gmm.centering_shift`; test mode: the queue's mixture
-mean), which leaves the transform unchanged and keeps float32 precise, and components far from
-that constant compared with their spread are computed centred on their own mean
-(:func:`~mixnorm_chainer.gmm.far_components`). On the GPU the CUDA kernels of
+squares (training: the fit's centre, :func:`~mixnorm_chainer.gmm.centering_shift`; test mode:
+the queue's mixture mean), which leaves the transform unchanged and keeps float32 precise, and
+components far from that constant compared with their spread are computed centred on their own
+mean (:func:`~mixnorm_chainer.gaussian.far_components`). On the GPU the CUDA kernels of
 :mod:`mixnorm_chainer.kernels` compute the same on NCHW directly, every component centred.
 float16 inputs are computed in float32.
 """
@@ -46,21 +46,16 @@ import numpy
 from chainer import function_node
 from chainer.backend import get_array_module
 
-from mixnorm_chainer import gmm, kernels
-from mixnorm_chainer.gmm import (
-    LOCAL,
-    centering_shift,
-    component_moments,
-    far_components,
-    magnitude_limit,
-)
-
-AFFINE_PLACEMENTS = ('output', 'statistics')
-ACTIVATIONS = (None, 'relu')
+from mixnorm_chainer import kernels, options
+from mixnorm_chainer.gaussian import far_components
+from mixnorm_chainer.gmm import LOCAL, centering_shift, component_moments, magnitude_limit
 
 #: Statistics of the components in the training transform: lambda (K,), mu (K, C), sigma^2 (K, C).
 ComponentStatistics = collections.namedtuple('ComponentStatistics',
                                              ['weights', 'means', 'variances'])
+
+#: ``shift`` of :func:`batch_statistics`: compute one from the batch
+AUTO = 'auto'
 
 
 def to_rows(x):
@@ -91,18 +86,49 @@ def column_sums(A):
     return xp.ones(A.shape[0], A.dtype) @ A
 
 
-def component_statistics(X, nu, reduction=LOCAL):
+def component_statistics(X, nu, reduction=LOCAL, shift=None):
     """Eq. 35-36: ``(lambda, nuhat, mu, sigma^2)`` of rows X (m, C) under responsibilities nu.
 
     From the sums over the batch's rows of :func:`~mixnorm_chainer.gmm.component_moments`
     (all-reduced across ranks by a distributed ``reduction``); sigma^2 is the centred
     ``nuhat_k^T (x - mu_k)^2``, precise in float32 also for a tight component far from the
     batch mean. A component with no mass (sum_i nu_ik = 0) gets nuhat = 0, mu = 0, sigma^2 = 0.
+    With ``shift`` (C,) mu is that of ``x - shift``; on the GPU X may be the (N, C, S) view of
+    the rows (:mod:`mixnorm_chainer.kernels`).
     """
-    xp = get_array_module(X)
-    n, mu, var = component_moments(X, nu.T, reduction)
+    xp = get_array_module(nu)
+    n, mu, var = component_moments(X, nu.T, reduction, shift=shift)
     nuhat = nu / xp.where(n > 0, n, 1)[None, :]
-    return n / reduction.total(X.shape[0]), nuhat, mu, var
+    return n / reduction.total(nu.shape[0]), nuhat, mu, var
+
+
+def batch_statistics(X, nu, reduction=LOCAL, shift=AUTO):
+    """The statistics a training step normalizes with: Eq. 35-36 of the rows X under nu,
+    computed on the rows shifted by a per-channel centring constant (float32 precision far
+    from the origin; the statistics do not depend on it otherwise).
+
+    Args:
+        X: rows (m, C) in the compute dtype, or on the GPU the kernels' (N, C, S) view.
+        nu: responsibilities (m, K), in X's dtype.
+        reduction: :data:`~mixnorm_chainer.gmm.LOCAL` or a distributed reduction.
+        shift: :data:`AUTO` (:func:`~mixnorm_chainer.gmm.centering_shift` of X), None (no
+            shift) or a (C,) array (the fit's :attr:`~mixnorm_chainer.GaussianMixture.center`).
+
+    Returns:
+        ``(lambda, nuhat, mu - shift, sigma^2, shift, Xs)``: ``shift`` as an array (zeros for
+        None), ``Xs`` the shifted rows (None for the (N, C, S) view, which the kernels shift
+        as they read it).
+    """
+    xp = get_array_module(nu)
+    if _is_auto(shift):
+        shift = centering_shift(X)
+    shifted = shift is not None
+    shift = (xp.asarray(shift).astype(nu.dtype, copy=False) if shifted
+             else xp.zeros(X.shape[1], nu.dtype))
+    if X.ndim == 3:                   # the kernels' (N, C, S) view: shifted as it is read
+        return (*component_statistics(X, nu, reduction, shift=shift), shift, None)
+    Xs = X - shift if shifted else X
+    return (*component_statistics(Xs, nu, reduction), shift, Xs)
 
 
 def inv_sqrt_weights(lam):
@@ -125,7 +151,10 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
 
     Internally the output is ``y_i = sum_k coef_ik z^k_i`` with ``coef_ik = nu_ik / sqrt(lambda_k)``
     and ``z^k = gamma xhat^k + sqrt(lambda_k) beta`` (= Eq. 34 + affine, since sum_k nu_ik = 1),
-    or ``sum_k coef_ik ReLU(z^k)`` for Eq. 40 (coef >= 0 commutes with ReLU).
+    or ``sum_k coef_ik ReLU(z^k)`` for Eq. 40 (coef >= 0 commutes with ReLU). The forward pass
+    has two jobs: the components' statistics (:meth:`_batch_statistics` in training, Eq.
+    35-36; the queue's, given, in test mode) and the transform with them
+    (:func:`component_terms`, :func:`transform`).
 
     Args:
         responsibilities: nu (m, K) (training mode; ignored when ``fixed`` is given).
@@ -138,18 +167,23 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
             with ``posterior = coef * scale``, and the queue's statistics (constants), the means
             given as ``mu - shift`` (rows are shifted by ``shift``).
         rows: optional ``to_rows(x)`` in the compute dtype, if the caller already has it.
-        shift: optional per-channel centring constant (C,) for training mode (default:
-            :func:`~mixnorm_chainer.gmm.centering_shift` of the rows); the transform does not
-            depend on it, but ranks sharing statistics must use the same one.
+        shift: the per-channel centring constant (C,) of training mode: :data:`AUTO`
+            (:func:`~mixnorm_chainer.gmm.centering_shift` of the rows), None (no shift) or an
+            array. The link passes its fit's :attr:`~mixnorm_chainer.GaussianMixture.center`.
+            The transform does not depend on it, but ranks sharing statistics must use the
+            same one.
         reduction: :data:`~mixnorm_chainer.gmm.LOCAL`, or a distributed reduction
             (:class:`mixnorm_chainer.multi_node.AllReduce`): the statistics of Eq. 35-36 are
             then those of the global batch, and so are the sums of the backward pass; the
             gamma/beta gradients stay this rank's contribution (their sum over ranks is the
             gradient of the summed loss).
+
+    After a training-mode forward, ``statistics`` holds the :class:`ComponentStatistics` the
+    transform used, and ``center`` / ``centred_means`` the shift and ``mu - shift``.
     """
 
     def __init__(self, responsibilities, eps=2e-5, affine='output', activation=None,
-                 fixed=None, rows=None, shift=None, reduction=LOCAL):
+                 fixed=None, rows=None, shift=AUTO, reduction=LOCAL):
         self.responsibilities = responsibilities
         self.eps = eps
         self.affine = affine
@@ -164,95 +198,40 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
     def forward(self, inputs):
         self.retain_inputs(())
         x, gamma, beta = inputs
-        xp = get_array_module(x)
         dtype = compute_dtype(x.dtype)
-        use_kernels = kernels.enabled(x)
-        if use_kernels:                   # the kernels read NCHW x directly: no rows
+        if kernels.enabled(x):            # the kernels read NCHW x directly: no rows
             X = None
         else:
             X = to_rows(x).astype(dtype, copy=False) if self.rows is None else self.rows
         self.rows = None
-        g = gamma.astype(dtype, copy=False)
-        b = beta.astype(dtype, copy=False)
-
         if self.fixed is None:
-            nu = xp.asarray(self.responsibilities).astype(dtype, copy=False)
-            shift = None if self.shift is None else xp.asarray(self.shift).astype(dtype)
-            if use_kernels:
-                x3 = x.reshape(x.shape[0], x.shape[1], -1)
-                if shift is None:
-                    shift = kernels.centring_shift(x3).astype(dtype)
-                n, mu_s, var = gmm._component_moments_kernels(x3, nu.T, self.reduction,
-                                                              shift=shift)
-                lam = n / self.reduction.total(nu.shape[0])
-                nuhat = nu / xp.where(n > 0, n, 1)[None, :]
-                Xs = None
-            else:
-                if shift is None:
-                    shift = centering_shift(X)
-                if shift is None:
-                    shift = xp.zeros(X.shape[1], dtype)
-                    Xs = X
-                else:
-                    Xs = X - shift
-                lam, nuhat, mu_s, var = component_statistics(Xs, nu, self.reduction)
-            coef = nu * inv_sqrt_weights(lam)[None, :]
-            scale = xp.sqrt(lam)
-            self.statistics = ComponentStatistics(lam, mu_s + shift, var)
-            self.center, self.centred_means = shift, mu_s
+            sv = self._batch_statistics(x, X, dtype)
         else:
-            coef, scale, mu_s, var, shift = (xp.asarray(a).astype(dtype, copy=False)
-                                             for a in self.fixed)
-            Xs = None if use_kernels else X - shift
-            nuhat = None
+            coef, scale, mu_s, var, shift = (get_array_module(x).asarray(a).astype(
+                dtype, copy=False) for a in self.fixed)
+            sv = _Saved(coef=coef, scale=scale, mu_s=mu_s, var=var, shift=shift, nuhat=None,
+                        Xs=None if X is None else X - shift)
         self.responsibilities = None
+        g = gamma.astype(dtype, copy=False)
+        sv.__dict__.update(component_terms(sv.scale, sv.mu_s, sv.var, g,
+                                           beta.astype(dtype, copy=False), self.eps,
+                                           self.affine))
+        sv.__dict__.update(x=x if X is None else None, g=g, x_shape=x.shape, x_dtype=x.dtype,
+                           g_dtype=gamma.dtype, b_dtype=beta.dtype)
+        self.saved = sv
+        return transform(x, sv, self.activation == 'relu'),
 
-        if self.affine == 'statistics':                   # Eq. 37 as printed
-            scaled_var = g[None, :] * var
-            var_active = scaled_var > 0
-            s = 1 / xp.sqrt(xp.where(var_active, scaled_var, 0) + self.eps)
-            c = mu_s + b[None, :]
-            g_out, b_out = xp.ones_like(g), xp.zeros_like(b)
-        else:
-            var_active = None
-            s = 1 / xp.sqrt(var + self.eps)
-            c = mu_s
-            g_out, b_out = g, b
-        # z^k = a_k (x - c_k) + e_k  (per channel):  a_k = g_out s_k,  e_k = sqrt(lam_k) b_out
-        a = g_out[None, :] * s
-        e = scale[:, None] * b_out[None, :]
-        relu = self.activation == 'relu'
-        self.saved = _Saved(x=x if use_kernels else None, shift=shift, Xs=Xs, nuhat=nuhat,
-                            coef=coef, scale=scale, mu_s=mu_s, var=var, s=s, c=c, a=a, e=e,
-                            g=g, var_active=var_active, x_shape=x.shape, x_dtype=x.dtype,
-                            g_dtype=gamma.dtype, b_dtype=beta.dtype)
-        if use_kernels:
-            return kernels.transform_forward(x, coef, a, c, e, shift, relu),
-        # Components far from the centring shift (compared with their spread) are computed as
-        # written, centred on c_k; the rest by (m, K) x (K, C) products (gmm.far_components)
-        far = self.saved.far = far_components(c, 1 / (s * s), linear=True)
-        if relu:
-            Y = xp.zeros_like(Xs)
-            for k in range(coef.shape[1]):
-                z, _ = _component_input(Xs, a, c, e, far, k)
-                xp.maximum(z, 0, out=z)
-                z *= coef[:, k:k + 1]
-                Y += z
-        else:
-            near = numpy.flatnonzero(~far)
-            if near.size:
-                cn, an = _columns(coef, near), a[near]
-                Y = Xs * (cn @ an)
-                Y -= cn @ (an * c[near] - e[near])
-            else:
-                Y = xp.zeros_like(Xs)
-            for k in numpy.flatnonzero(far):
-                z = Xs - c[k]
-                z *= a[k]
-                z += e[k]
-                z *= coef[:, k:k + 1]
-                Y += z
-        return from_rows(Y, x.shape).astype(x.dtype, copy=False),
+    def _batch_statistics(self, x, X, dtype):
+        """Training: :func:`batch_statistics` of the rows (or of the kernels' (N, C, S) view of
+        x) under nu, and ``coef = nu / sqrt(lambda)``."""
+        xp = get_array_module(x)
+        nu = xp.asarray(self.responsibilities).astype(dtype, copy=False)
+        rows = X if X is not None else x.reshape(x.shape[0], x.shape[1], -1)
+        lam, nuhat, mu_s, var, shift, Xs = batch_statistics(rows, nu, self.reduction, self.shift)
+        self.statistics = ComponentStatistics(lam, mu_s + shift, var)
+        self.center, self.centred_means = shift, mu_s
+        return _Saved(coef=nu * inv_sqrt_weights(lam)[None, :], scale=xp.sqrt(lam), mu_s=mu_s,
+                      var=var, shift=shift, nuhat=nuhat, Xs=Xs)
 
     def backward(self, indexes, grad_outputs):
         gy, = grad_outputs
@@ -330,6 +309,65 @@ class MixtureNormalizationGrad(function_node.FunctionNode):
             'double backpropagation (a gradient of a gradient, e.g. a gradient penalty) through '
             'mixture normalization is not supported; keep MN out of the layers it differentiates '
             '(e.g. use it in the generator only), see docs/numerics.md')
+
+
+def component_terms(scale, mu_s, var, g, b, eps, affine):
+    """The per-component terms of the transform, ``z^k = a_k (x - c_k) + e_k`` per channel
+    (Eq. 34-35 with the output affine; Eq. 37 with ``affine='statistics'``): ``a = g_out s``,
+    ``e = sqrt(lambda) b_out`` and ``s = (sigma^2 + eps)^(-1/2)`` (or ``(gamma sigma^2 +
+    eps)^(-1/2)``, ``gamma sigma^2`` clamped at 0, where ``var_active`` says it was not)."""
+    xp = get_array_module(var)
+    if affine == 'statistics':                    # Eq. 37 as printed
+        scaled_var = g[None, :] * var
+        var_active = scaled_var > 0
+        s = 1 / xp.sqrt(xp.where(var_active, scaled_var, 0) + eps)
+        c = mu_s + b[None, :]
+        g_out, b_out = xp.ones_like(g), xp.zeros_like(b)
+    else:
+        var_active = None
+        s = 1 / xp.sqrt(var + eps)
+        c = mu_s
+        g_out, b_out = g, b
+    return dict(s=s, c=c, a=g_out[None, :] * s, e=scale[:, None] * b_out[None, :],
+                var_active=var_active)
+
+
+def transform(x, sv, relu):
+    """``y_i = sum_k coef_ik f(z^k_i)`` (f: identity, or ReLU for Eq. 40) on the kernels' NCHW
+    x or the xp path's shifted rows ``sv.Xs``; y in x's shape and dtype."""
+    if sv.Xs is None:
+        return kernels.transform_forward(x, sv.coef, sv.a, sv.c, sv.e, sv.shift, relu)
+    xp = get_array_module(sv.Xs)
+    Xs, coef, a, c, e = sv.Xs, sv.coef, sv.a, sv.c, sv.e
+    # Components far from the centring shift (compared with their spread) are computed as
+    # written, centred on c_k; the rest by (m, K) x (K, C) products (gaussian.far_components)
+    far = sv.far = far_components(c, 1 / (sv.s * sv.s), linear=True)
+    if relu:
+        Y = xp.zeros_like(Xs)
+        for k in range(coef.shape[1]):
+            z, _ = _component_input(Xs, a, c, e, far, k)
+            xp.maximum(z, 0, out=z)
+            z *= coef[:, k:k + 1]
+            Y += z
+    else:
+        near = numpy.flatnonzero(~far)
+        if near.size:
+            cn, an = _columns(coef, near), a[near]
+            Y = Xs * (cn @ an)
+            Y -= cn @ (an * c[near] - e[near])
+        else:
+            Y = xp.zeros_like(Xs)
+        for k in numpy.flatnonzero(far):
+            z = Xs - c[k]
+            z *= a[k]
+            z += e[k]
+            z *= coef[:, k:k + 1]
+            Y += z
+    return from_rows(Y, x.shape).astype(x.dtype, copy=False)
+
+
+def _is_auto(shift):
+    return isinstance(shift, str) and shift == AUTO
 
 
 def _gradient_sums(G, sv, relu):
@@ -412,15 +450,6 @@ def _array(v):
     return v.array if isinstance(v, chainer.Variable) else v
 
 
-def check_options(eps, affine, activation):
-    if not eps > 0:
-        raise ValueError(f'eps must be > 0; got {eps!r}')
-    if affine not in AFFINE_PLACEMENTS:
-        raise ValueError(f'affine must be one of {AFFINE_PLACEMENTS}; got {affine!r}')
-    if activation not in ACTIVATIONS:
-        raise ValueError(f'activation must be one of {ACTIVATIONS}; got {activation!r}')
-
-
 def check_input(x, size, name='x'):
     """The shape checks shared by the function and the link: (N, C, ...) with C = size."""
     if x.ndim < 2:
@@ -453,7 +482,8 @@ def mixture_normalization(x, gamma, beta, responsibilities, eps=2e-5, affine='ou
     Returns:
         chainer.Variable of x's shape and dtype.
     """
-    check_options(eps, affine, activation)
+    eps, affine, activation = (options.check(name, value) for name, value in (
+        ('eps', eps), ('affine', affine), ('activation', activation)))
     xa = _array(x)
     m = check_input(xa, None)
     C = xa.shape[1]

@@ -52,7 +52,6 @@ with S and D these linear forms of x, so gradients flow into the selected order 
 * CVaR: ``1/((1-alpha)m)`` on x_(k+1..m), ``(k - alpha m)/((1-alpha)m)`` on x_(k) (the
   tail's fractional atom), and D subtracts 1/m from every weight.
 """
-import json
 import math
 
 import chainer
@@ -60,8 +59,9 @@ import chainer.functions as F
 import numpy
 from chainer.backend import get_array_module
 
+from mixnorm_chainer import options as layer_options
 from mixnorm_chainer.functions import check_input, compute_dtype
-from mixnorm_chainer.links import add_scale_shift, scale_shift
+from mixnorm_chainer.link_state import add_scale_shift, scale_shift, serialize_json
 
 DEVIATIONS = ('std', 'mad', 'cvar')
 
@@ -269,9 +269,7 @@ class GeneralizedBatchNormalization(chainer.Link):
     def __init__(self, size, deviation='std', alpha=None, decay=0.9, eps=2e-5, dtype=None,
                  use_gamma=True, use_beta=True, initial_gamma=None, initial_beta=None):
         super().__init__()
-        if int(size) != size or size < 1:
-            raise ValueError(f'size must be a positive integer; got {size!r}')
-        self.size = int(size)
+        self.size = layer_options.check('size', size)
         self._set_options(dict(deviation=deviation, alpha=alpha, decay=decay, eps=eps))
         dtype = chainer.get_dtype(dtype)
         self._dtype = dtype
@@ -288,19 +286,16 @@ class GeneralizedBatchNormalization(chainer.Link):
         self.deviation = options['deviation']
         if not 0 <= options['decay'] < 1:
             raise ValueError(f"decay must be in [0, 1); got {options['decay']!r}")
-        if not options['eps'] > 0:
-            raise ValueError(f"eps must be > 0; got {options['eps']!r}")
         self.decay = float(options['decay'])
-        self.eps = float(options['eps'])
+        self.eps = layer_options.check('eps', options['eps'])
 
     def options(self):
         """The layer's options as a dict (what ``serialize`` saves)."""
         return {name: getattr(self, name) for name in self._option_names}
 
     def serialize(self, serializer):
-        saved = serializer('gbn_options', json.dumps(self.options(), sort_keys=True))
-        if isinstance(serializer, chainer.Deserializer) and saved is not None:
-            options = json.loads(str(saved))
+        options = serialize_json(serializer, 'gbn_options', self.options())
+        if options is not None:
             if options['size'] != self.size:
                 raise ValueError(
                     f"cannot load a GeneralizedBatchNormalization saved with size="
@@ -323,6 +318,8 @@ class GeneralizedBatchNormalization(chainer.Link):
                 x, gamma, beta, self.avg_center, self.avg_deviation, self.eps)
         y, (center, dev) = generalized_batch_normalization(
             x, gamma, beta, self.deviation, self.alpha, self.eps, return_statistics=True)
+        if chainer.config.in_recomputing:   # F.forget's second call: updated by the first
+            return y
         d = self.decay
         self.avg_center *= d
         self.avg_center += (1 - d) * center.astype(self._dtype, copy=False)

@@ -32,9 +32,8 @@ import numpy
 from chainer.backend import get_array_module
 from chainer.backends import cuda
 
-from mixnorm_chainer import kernels
-
-LOG_2PI = math.log(2.0 * math.pi)
+from mixnorm_chainer import kernels, options
+from mixnorm_chainer.gaussian import far_components, log_gaussian_prob, logsumexp, squared
 
 
 class GaussianMixture:
@@ -77,6 +76,12 @@ class GaussianMixture:
         return X - self.center, self.centred_means
 
     @property
+    def means64(self):
+        """The means in float64, ``centred_means + center`` summed there (exact for float32
+        parts; what the parameter queue stores)."""
+        return uncentred(self.centred_means, self.center)
+
+    @property
     def n_components(self):
         """The number of components K (after pruning, when fitted by :func:`fit_gmm`)."""
         return int(self.weights.shape[0])
@@ -91,8 +96,7 @@ class GaussianMixture:
     def weighted_log_prob(self, X):
         """``log lambda_k + log N(x_i | mu_k, sigma_k^2)``, shape (m, K) (Eq. 26-27)."""
         X, means = self._centred(X)
-        log_prob = estimate_log_gaussian_prob(X, means, self.variances)
-        return (log_prob + _log(self.weights)[:, None]).T
+        return log_gaussian_prob(X, means, self.variances) + _log(self.weights)[None, :]
 
     def responsibilities(self, X):
         """Posterior nu_k(x_i) of Eq. 31, shape (m, K); rows sum to 1."""
@@ -113,19 +117,16 @@ class GaussianMixture:
                 f'dim={self.centred_means.shape[1]})')
 
 
+def uncentred(centred_means, center):
+    """``centred_means + center`` in float64 (exact for float32 parts); ``center`` may be None."""
+    means = centred_means.astype(numpy.float64)
+    return means if center is None else means + center.astype(numpy.float64)
+
+
 def _log(a):
     xp = get_array_module(a)
     with numpy.errstate(divide='ignore'):
         return xp.log(a)
-
-
-def logsumexp(a, axis):
-    """``log(sum(exp(a), axis))`` with the max subtracted first (no overflow/underflow)."""
-    xp = get_array_module(a)
-    a_max = a.max(axis=axis, keepdims=True)
-    a_max = xp.where(xp.isfinite(a_max), a_max, 0)
-    out = xp.log(xp.exp(a - a_max).sum(axis=axis, keepdims=True)) + a_max
-    return out.squeeze(axis)
 
 
 class LocalReduction:
@@ -259,51 +260,36 @@ def kmeans_step(X, centers, X_sq, reduction=LOCAL):
     return xp.where(counts[:, None] > 0, sums / xp.maximum(counts, 1)[:, None], centers)
 
 
-def precise_ratio(dtype, linear=False):
-    """The largest ``mean^2 / variance`` at which expanded forms keep ~1e-4 relative precision
-    in ``dtype``: quadratic ones (``sum x^2 / n - mean^2``, ``(x^2 - 2 x mean + mean^2) / var``)
-    lose about ``mean^2 / variance`` units of roundoff (840 in float32, 4.5e11 in float64),
-    linear ones (``a x - a mean``, ``sum g x - mean sum g``) its square root (7e5 in float32).
-    """
-    ratio = 1e-4 / float(numpy.finfo(dtype).eps)
-    return ratio * ratio if linear else ratio
-
-
-def far_components(means, variances, linear=False):
-    """Components whose means (of centred rows) are far from 0 compared to their spread.
-
-    Host boolean array (K,): True where some channel has ``mean^2 > precise_ratio * variance``
-    (or a zero variance), i.e. where the expanded forms of :func:`precise_ratio` (quadratic, or
-    ``linear``) would lose precision; those components are computed centred on their own mean
-    (exact, one more pass over the rows each). On the GPU every component is treated as far:
-    deciding would cost a host synchronization, and the centred form costs little there.
-    """
-    xp = get_array_module(means)
-    if xp is not numpy:
-        return numpy.ones(means.shape[0], dtype=bool)
-    with numpy.errstate(divide='ignore', invalid='ignore'):
-        near = means * means <= precise_ratio(means.dtype, linear) * variances
-    return ~near.all(axis=1)
-
-
-def component_moments(X, resp, reduction=LOCAL, X2=None, count_eps=0.0):
+def component_moments(X, resp, reduction=LOCAL, X2=None, count_eps=0.0, shift=None):
     """Weighted counts, means and variances of rows X (m, D) per component.
 
     ``n_k = sum_i r_ki + count_eps``, ``mean_k = sum_i r_ki x_i / n_k`` and
     ``var_k = sum_i r_ki (x_i - mean_k)^2 / n_k`` for responsibilities ``resp`` (K, m): the
     EM M-step of the diagonal GMM and Eq. 35-36 of the transform. A component
-    with ``n_k = 0`` gets mean 0 and variance 0.
+    with ``n_k = 0`` gets mean 0 and variance 0. With ``shift`` (D,) the moments are those of
+    ``x - shift`` (the means in shifted coordinates).
 
     The variance is the one-pass ``sum_i r_ki x_i^2 / n_k - mean_k^2`` (one product with
     ``X2 = X * X``) where that is precise, and the centred two-pass sum for the components
-    :func:`far_components` names (a tight component far from the batch mean: one-pass float32
-    would return 0 or the floor; measured in docs/numerics.md). All sums go through
-    ``reduction`` (all-reduced when distributed; the choice of components is made from the
-    reduced sums, so every rank makes the same one).
+    :func:`~mixnorm_chainer.gaussian.far_components` names (a tight component far from the
+    batch mean: one-pass float32 would return 0 or the floor; measured in docs/numerics.md).
+    On the GPU the reduction kernels sum every component centred (two passes), and X may also
+    be the (N, D, S) view of N*S rows the kernels address (:mod:`mixnorm_chainer.kernels`). All
+    sums go through ``reduction`` (all-reduced when distributed; the choice of components is
+    made from the reduced sums, so every rank makes the same one).
     """
     xp = get_array_module(X)
     if kernels.enabled(X):
-        return _component_moments_kernels(X[:, :, None], resp, reduction, count_eps)
+        X3 = X if X.ndim == 3 else X[:, :, None]
+        shift = xp.zeros(X3.shape[1], resp.dtype) if shift is None else shift
+        n, sum_x = reduction.sum(resp.sum(axis=1), kernels.weighted_sums(X3, resp, shift))
+        n = n + count_eps
+        safe_n = xp.where(n > 0, n, 1)[:, None]
+        means = sum_x / safe_n
+        centred, = reduction.sum(kernels.weighted_centred_squares(X3, resp, means, shift))
+        return n, means, xp.maximum(centred / safe_n, 0)
+    if shift is not None:
+        X, X2 = X - shift, None
     one_pass = xp is numpy      # on the GPU every component takes the centred pass
     sums = [resp.sum(axis=1), resp @ X]
     if one_pass:
@@ -318,31 +304,12 @@ def component_moments(X, resp, reduction=LOCAL, X2=None, count_eps=0.0):
     else:
         far = numpy.arange(means.shape[0])
     if far.size:
-        centred, = reduction.sum(xp.stack([resp[k] @ _squared(X - means[k]) for k in far]))
+        centred, = reduction.sum(xp.stack([resp[k] @ squared(X - means[k]) for k in far]))
         if far.size == means.shape[0]:
             variances = centred / safe_n
         else:
             variances[far] = centred / safe_n[far]
     return n, means, xp.maximum(variances, 0)
-
-
-def _component_moments_kernels(X3, resp, reduction, count_eps=0.0, shift=None):
-    """:func:`component_moments` with the reduction kernels, for rows in the (N, C, S) view
-    X3 (shifted by ``shift`` (C,) inside the kernels; None: not shifted): always two-pass."""
-    xp = get_array_module(X3)
-    if shift is None:
-        shift = xp.zeros(X3.shape[1], resp.dtype)
-    n, sum_x = reduction.sum(resp.sum(axis=1), kernels.weighted_sums(X3, resp, shift))
-    n = n + count_eps
-    safe_n = xp.where(n > 0, n, 1)[:, None]
-    means = sum_x / safe_n
-    centred, = reduction.sum(kernels.weighted_centred_squares(X3, resp, means, shift))
-    return n, means, xp.maximum(centred / safe_n, 0)
-
-
-def _squared(a):
-    a *= a
-    return a
 
 
 def m_step(X, X2, resp, reg_covar, reduction=LOCAL):
@@ -358,43 +325,13 @@ def m_step(X, X2, resp, reg_covar, reduction=LOCAL):
     return nk / nk.sum(), means, variances + reg_covar
 
 
-def estimate_log_gaussian_prob(X, means, variances, X2=None):
-    """``log N(x_i | mu_k, diag(sigma_k^2))`` as (K, m) (Eq. 27, diagonal).
-
-    The quadratic form is expanded, ``x^2/s - 2 x mu/s + mu^2/s`` (two BLAS products for all
-    components), except for the components :func:`far_components` names, whose
-    ``sum_d (x_d - mu_kd)^2 / s_kd`` is computed directly (precise in float32).
-    """
-    xp = get_array_module(X)
-    precisions = 1.0 / variances
-    far = far_components(means, variances)
-    near = numpy.flatnonzero(~far)
-    if near.size == means.shape[0]:
-        log_prob = xp.ascontiguousarray(_expanded_quadratic(X, means, precisions, X2).T)
-    else:
-        log_prob = xp.empty((means.shape[0], X.shape[0]), dtype=X.dtype)
-        if near.size:
-            log_prob[near] = _expanded_quadratic(X, means[near], precisions[near], X2).T
-        for k in numpy.flatnonzero(far):
-            log_prob[k] = _squared(X - means[k]) @ precisions[k]
-    log_prob += (xp.log(variances).sum(axis=1) + X.shape[1] * LOG_2PI)[:, None]
-    log_prob *= -0.5
-    return log_prob
-
-
-def _expanded_quadratic(X, means, precisions, X2=None):
-    """``sum_d (x_id - mu_kd)^2 p_kd`` as (m, K), expanded into two BLAS products."""
-    quad = (X * X if X2 is None else X2) @ precisions.T
-    quad -= 2 * (X @ (means * precisions).T)
-    quad += ((means * means) * precisions).sum(axis=1)
-    return quad
-
-
 def e_step(X, weights, means, variances, X2=None):
     """E-step in the log domain: ``(log nu (K, m), log p(x) (m,))`` with nu from Eq. 31."""
     if kernels.enabled(X):
         return kernels.e_step(X, weights, means, variances)
-    weighted = estimate_log_gaussian_prob(X, means, variances, X2) + _log(weights)[:, None]
+    # component-major (K, m): the reductions over the few components run over contiguous rows
+    weighted = get_array_module(X).ascontiguousarray(log_gaussian_prob(X, means, variances, X2).T)
+    weighted += _log(weights)[:, None]
     log_norm = logsumexp(weighted, axis=0)
     return weighted - log_norm[None, :], log_norm
 
@@ -427,11 +364,23 @@ def centering_shift(X, max_rows=256, max_ratio=100.0):
     ~1e-5 relative), saving a full pass over the rows for typical, roughly centred
     activations. On the GPU, where the pass is cheap and the test would cost a host sync,
     it is always applied. Every computation it feeds is shift-invariant.
+
+    The fit computes it (through ``reduction.shift``; the distributed reduction takes the
+    global column mean instead) and keeps it as :attr:`GaussianMixture.center`, which the
+    transform then uses. X: rows (m, D), or the (N, D, S) view of N*S rows that the kernels
+    address (the same rows are sampled, without a transpose).
     """
     xp = get_array_module(X)
-    sample = X[::max(1, X.shape[0] // max_rows)]
-    shift = sample.mean(axis=0)
-    if xp is numpy and bool((shift * shift <= max_ratio * sample.var(axis=0)).all()):
+    if X.ndim == 3:                       # rows r = n S + s of the (N, D, S) view
+        N, D, S = X.shape
+        r = xp.arange(0, N * S, max(1, N * S // max_rows))
+        sample = X[r // S, :, r % S]
+    else:
+        sample = X[::max(1, X.shape[0] // max_rows)]
+    # in the compute dtype: float16 activations are normalized in float32
+    shift = sample.mean(axis=0, dtype=numpy.float32 if X.dtype == numpy.float16 else X.dtype)
+    spread = sample.var(axis=0, dtype=shift.dtype)
+    if xp is numpy and bool((shift * shift <= max_ratio * spread).all()):
         return None
     return shift
 
@@ -477,24 +426,13 @@ def _as_rng(seed):
     return numpy.random.default_rng(seed)
 
 
-def _check_args(X, n_components, kmeans_iters, em_iters, sample_fraction, min_weight,
-                reg_covar):
+def _check_rows(X):
     if X.ndim != 2:
         raise ValueError(f'fit_gmm expects rows X of shape (m, D); got shape {X.shape}')
     if X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(f'fit_gmm needs at least one row and one column; got shape {X.shape}')
     if X.dtype.kind != 'f':
         raise ValueError(f'fit_gmm expects floating-point rows; got dtype {X.dtype}')
-    for name, value, low in (('n_components', n_components, 1),
-                             ('kmeans_iters', kmeans_iters, 0), ('em_iters', em_iters, 0)):
-        if int(value) != value or value < low:
-            raise ValueError(f'{name} must be an integer >= {low}; got {value!r}')
-    if not 0 < sample_fraction <= 1:
-        raise ValueError(f'sample_fraction must be in (0, 1]; got {sample_fraction!r}')
-    if not 0 <= min_weight < 1:
-        raise ValueError(f'min_weight must be in [0, 1); got {min_weight!r}')
-    if not reg_covar > 0:
-        raise ValueError(f'reg_covar (the variance floor) must be > 0; got {reg_covar!r}')
 
 
 def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fraction=1.0,
@@ -525,8 +463,12 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
     """
     xp = get_array_module(X)
     X = xp.asarray(X)
-    _check_args(X, n_components, kmeans_iters, em_iters, sample_fraction, min_weight,
-                reg_covar)
+    _check_rows(X)
+    n_components, kmeans_iters, em_iters = (options.check(name, value) for name, value in (
+        ('n_components', n_components), ('kmeans_iters', kmeans_iters), ('em_iters', em_iters)))
+    sample_fraction, min_weight, reg_covar = (options.check(name, value) for name, value in (
+        ('sample_fraction', sample_fraction), ('min_weight', min_weight),
+        ('reg_covar', reg_covar)))
     if X.dtype == numpy.float16:
         X = X.astype(numpy.float32)
     if check_finite:
@@ -548,11 +490,11 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
     X_sq = X2 @ xp.ones(X.shape[1], X.dtype)      # row norms as a BLAS product (fast)
 
     centers = kmeans_plusplus(X, n_components, rng, X_sq, reduction)
-    for _ in range(int(kmeans_iters)):
+    for _ in range(kmeans_iters):
         centers = kmeans_step(X, centers, X_sq, reduction)
     resp = one_hot(kmeans_assign(X, centers, X_sq), n_components, X.dtype)
     params = m_step(X, X2, resp, reg_covar, reduction)
-    for _ in range(int(em_iters)):
+    for _ in range(em_iters):
         log_resp, _ = e_step(X, *params, X2=X2)
         params = m_step(X, X2, xp.exp(log_resp), reg_covar, reduction)
     if min_weight > 0:

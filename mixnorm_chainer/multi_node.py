@@ -42,7 +42,8 @@ from chainer.backends import cuda
 
 from mixnorm_chainer.functions import check_input, compute_dtype, to_rows
 from mixnorm_chainer.gmm import rows_problem
-from mixnorm_chainer.links import MixtureNormalization, scale_shift, training_input_error
+from mixnorm_chainer.link_state import scale_shift
+from mixnorm_chainer.links import MixtureNormalization, training_input_error
 
 
 class CommunicationLog:

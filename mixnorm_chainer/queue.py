@@ -20,36 +20,39 @@ verbatim. Before the queue is full the entries present are used and tau is renor
 them.
 
 What a queue entry holds. A training step normalizes with two mixtures: the fitted GMM
-(weights, means and variances with the fit's variance floor) gives the responsibilities nu
-(Eq. 31), and the statistics of Eq. 35-36 computed from nu give lambda, mu, sigma^2 of the
-transform. The two differ by one M-step unless EM has converged. The layer therefore pushes
-both: ``statistics`` (Eq. 35-36, used in the normalizing factors) and ``fit`` (the GMM, used in
-the posteriors rho). With one entry (or T equal entries), test mode then reproduces the
-training output of that batch exactly. Without ``fit`` the posteriors use the statistics with
-``sigma^2 + eps`` (a single mixture per entry, as the paper's queue of ``(2KC + K) T`` values).
+(weights, means and variances with the fit's variance floor) gives the responsibilities nu (Eq.
+31), and the statistics of Eq. 35-36 computed from nu give lambda, mu, sigma^2 of the
+transform. The two differ by one M-step unless EM has converged. The layer's
+:class:`ParameterQueue` therefore keeps both: ``statistics`` (Eq. 35-36, used in the
+normalizing factors) and ``fit`` (the GMM, used in the posteriors rho). With one entry (or T
+equal entries), test mode then reproduces the training output of that batch exactly. Without
+``fit`` the posteriors use the statistics with ``sigma^2 + eps`` (a single mixture per entry,
+as the paper's queue of ``(2KC + K) T`` values).
 
 The gradient w.r.t. x stops at rho, as it stops at nu in training.
 
 Numerics: rows and means are centred on the queue's mean before the Gaussian quadratic forms
 are expanded (and components far from that centre are evaluated as written), so float32
-posteriors hold for data far from the origin. A non-finite entry of x, or one so large that
-its squared distances would overflow, does not reach other rows, nor other channels of its own
-row: the posterior of a row is computed from its other channels only (the diagonal GMM's
-marginal); the entry itself is normalized as usual (NaN/inf stay NaN/inf).
+posteriors hold for data far from the origin; the densities are
+:func:`mixnorm_chainer.gaussian.log_gaussian_prob`, the fit's E-step's. A non-finite entry of
+x, or one so large that its squared distances would overflow, does not reach other rows, nor
+other channels of its own row: the posterior of a row is computed from its other channels only
+(the diagonal GMM's marginal); the entry itself is normalized as usual (NaN/inf stay NaN/inf).
 """
 import numpy
 from chainer.backend import get_array_module
 
-from mixnorm_chainer import kernels
+from mixnorm_chainer import kernels, options
 from mixnorm_chainer.functions import (
     MixtureNormalizationFunction,
     compute_dtype,
     inv_sqrt_weights,
     to_rows,
 )
-from mixnorm_chainer.gmm import LOG_2PI, far_components, logsumexp
+from mixnorm_chainer.gaussian import log_gaussian_prob, logsumexp
 
-INFERENCE_FORMS = ('consistent', 'printed')
+#: the parts of a mixture, in the order of :class:`~mixnorm_chainer.ComponentStatistics`
+_PARTS = ('weights', 'means', 'variances')
 
 
 def decay_weights(n_present, queue_length, decay):
@@ -64,18 +67,70 @@ def decay_weights(n_present, queue_length, decay):
     return tau / tau.sum()
 
 
-def push(queue, mixture):
-    """Append one mixture to the queue arrays (in place), dropping the oldest entry.
+class ParameterQueue:
+    """The parameter queue of a layer: the mixtures of its last T training steps (Eq. 38).
 
-    Args:
-        queue: ``(weights (T, K), means (T, K, C), variances (T, K, C))``.
-        mixture: ``(lambda (K',), mu (K', C), sigma^2 (K', C))`` with K' <= K; the
-            missing (pruned) components are stored with weight 0.
+    Entry t = 0 is the oldest, T - 1 the newest. Each entry holds both mixtures its training
+    step normalized with: ``statistics`` (``weights``, ``means``, ``variances``: lambda, mu,
+    sigma^2 of Eq. 35-36, used in the normalizing factors) and ``fit`` (``fit_weights``,
+    ``fit_means``, ``fit_variances``: the fitted GMM, whose densities give the posteriors rho).
+    Shapes (T, K) and (T, K, C), float64 whatever the layer's dtype (a float32 mean far from
+    the origin is off by half a float32 unit of its magnitude, which test mode would inherit);
+    a pruned component is stored with weight 0 (mean 0, variance 1). ``count`` entries are
+    filled (the newest ones).
     """
-    for q, new, fill in zip(queue, mixture, (0, 0, 1)):
-        q[:-1] = q[1:].copy()
-        q[-1] = fill
-        q[-1, :new.shape[0]] = new
+
+    #: the arrays (saved as ``queue_<name>``, with ``queue_count``)
+    ARRAYS = _PARTS + tuple('fit_' + part for part in _PARTS)
+
+    def __init__(self, length, n_components, size):
+        self.length = int(length)
+        shape = (self.length, int(n_components))
+        for prefix in ('', 'fit_'):
+            setattr(self, prefix + 'weights', numpy.zeros(shape, numpy.float64))
+            setattr(self, prefix + 'means', numpy.zeros(shape + (int(size),), numpy.float64))
+            setattr(self, prefix + 'variances', numpy.ones(shape + (int(size),), numpy.float64))
+        self.count = 0
+
+    @property
+    def statistics(self):
+        """``(weights (T, K), means (T, K, C), variances (T, K, C))`` of Eq. 35-36."""
+        return self.weights, self.means, self.variances
+
+    @property
+    def fit(self):
+        """``(weights, means, variances)`` of the fitted GMMs (same shapes)."""
+        return self.fit_weights, self.fit_means, self.fit_variances
+
+    def push(self, statistics, fit):
+        """Append one training step's mixtures, dropping the oldest entry.
+
+        ``statistics`` and ``fit``: ``(lambda (K',), mu (K', C), sigma^2 (K', C))`` each with
+        K' <= K (the missing, pruned components are stored with weight 0)."""
+        for prefix, mixture in (('', statistics), ('fit_', fit)):
+            for part, new, fill in zip(_PARTS, mixture, (0, 0, 1)):
+                q = getattr(self, prefix + part)
+                q[:-1] = q[1:].copy()
+                q[-1] = fill
+                q[-1, :new.shape[0]] = new
+        self.count = min(self.count + 1, self.length)
+
+    def clear(self):
+        """Empty the queue (test mode then refuses to run until the next push)."""
+        for name in self.ARRAYS:
+            getattr(self, name)[...] = 1 if name.endswith('variances') else 0
+        self.count = 0
+
+    def serialize(self, serializer, prefix='queue_'):
+        """Save or load the arrays (in place) and ``count`` under ``prefix + name``."""
+        for name in self.ARRAYS:
+            serializer(prefix + name, getattr(self, name))
+        self.count = int(serializer(prefix + 'count', self.count))
+
+    def device_resident_accept(self, visitor):
+        """Move the arrays with the link (``to_device``, ``to_gpu``)."""
+        for name in self.ARRAYS:
+            setattr(self, name, visitor.visit_array(getattr(self, name)))
 
 
 def queue_components(weights, means, variances, n_present):
@@ -87,43 +142,6 @@ def queue_components(weights, means, variances, n_present):
     sl = slice(weights.shape[0] - n_present, weights.shape[0])
     C = means.shape[-1]
     return weights[sl].reshape(-1), means[sl].reshape(-1, C), variances[sl].reshape(-1, C)
-
-
-def masked_log_gaussian_prob(X, means, variances):
-    """``log N(x_i | mu_j, sigma_j^2)`` (m, J) over the usable channels of each row only.
-
-    An entry is unusable when it is NaN/inf or so large that its squared distance to the means
-    would overflow (see :func:`usable_entries`). X and means should be centred (on a common
-    point); components far from that point are evaluated as written.
-    """
-    xp = get_array_module(X)
-    usable = usable_entries(X, means, variances)
-    if usable is None:                                  # every entry usable (the usual case)
-        X0, mask = X, None
-    else:
-        X0, mask = xp.where(usable, X, 0), usable.astype(X.dtype)
-    precisions = 1.0 / variances
-    log_det = xp.log(variances) + LOG_2PI
-    far = far_components(means, variances)
-    log_prob = xp.empty((X.shape[0], means.shape[0]), dtype=X.dtype)
-    near = numpy.flatnonzero(~far)
-    if near.size:
-        idx = near if near.size < means.shape[0] else slice(None)
-        mu, prec = means[idx], precisions[idx]
-        quad = (X0 * X0) @ prec.T
-        quad -= 2 * (X0 @ (mu * prec).T)
-        constant = (mu * mu) * prec + log_det[idx]
-        quad += constant.sum(axis=1) if mask is None else mask @ constant.T
-        log_prob[:, idx] = quad
-    for j in numpy.flatnonzero(far):
-        d = X0 - means[j]
-        if mask is not None:
-            d *= mask
-        d *= d
-        log_prob[:, j] = d @ precisions[j] + (log_det[j].sum() if mask is None
-                                              else mask @ log_det[j])
-    log_prob *= -0.5
-    return log_prob
 
 
 def usable_entries(X, means, variances):
@@ -164,7 +182,9 @@ def queue_posterior(X, weights, means, variances, n_present, decay, eps, fit=Non
         shift = queue_centre(tau, lam, mu).astype(X.dtype)
     log_prior, post_mu_s, post_var = _posterior_mixture(
         weights, means, variances, n_present, decay, eps, fit, shift)
-    weighted = masked_log_gaussian_prob(X - shift, post_mu_s, post_var)
+    Xs = X - shift
+    weighted = log_gaussian_prob(Xs, post_mu_s, post_var,
+                                 usable=usable_entries(Xs, post_mu_s, post_var))
     weighted += log_prior[None, :]
     return xp.exp(weighted - logsumexp(weighted, axis=1)[:, None])
 
@@ -235,8 +255,9 @@ def queue_normalization(x, gamma, beta, weights, means, variances, n_present, de
             whose densities give the posteriors rho (what the link stores). With None the
             posteriors use the statistics with ``sigma^2 + eps``.
     """
-    if form not in INFERENCE_FORMS:
-        raise ValueError(f'form must be one of {INFERENCE_FORMS}; got {form!r}')
+    form = options.check('inference', form, label='form')
+    eps, affine, activation = (options.check(name, value) for name, value in (
+        ('eps', eps), ('affine', affine), ('activation', activation)))
     xa = x.array if hasattr(x, 'array') else x
     xp = get_array_module(xa)
     dtype = compute_dtype(xa.dtype)

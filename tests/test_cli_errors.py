@@ -13,7 +13,15 @@ import chainer
 import numpy
 import pytest
 
-from mixnorm_chainer.reproduce import crosscheck, fid, gan, registry, runfolder, runner
+from mixnorm_chainer.reproduce import (
+    crosscheck,
+    fid,
+    gan,
+    registry,
+    runfolder,
+    runner,
+    training,
+)
 
 from figure_scripts import load_script
 
@@ -213,7 +221,7 @@ def test_logs_are_plain_off_a_terminal_and_chainerui_can_read_the_folder(tmp_pat
         names.append(sorted(trainer._extensions))
     out = str(tmp_path / 'plain')
     argv = ['run', 'cnn-c10-MN-2', '--epochs', '1'] + TINY[:-1]      # no --no-progress
-    runner.run(runner.build_parser().parse_args(argv + ['--out', out]), [(spy, (1, 'epoch'))])
+    training.run(runner.build_parser().parse_args(argv + ['--out', out]), [(spy, (1, 'epoch'))])
     text = capsys.readouterr().out
     assert '\033' not in text and 'validation/main/accuracy' in text
     assert 'ProgressBar' not in names[-1]
@@ -225,15 +233,15 @@ def test_logs_are_plain_off_a_terminal_and_chainerui_can_read_the_folder(tmp_pat
         assert json.load(f) == json.load(g)
     # on a terminal: the progress bar stays
     monkeypatch.setattr(runfolder, 'interactive', lambda: True)
-    runner.run(runner.build_parser().parse_args(argv + ['--out', str(tmp_path / 'tty')]),
-               [(spy, (1, 'epoch'))])
+    training.run(runner.build_parser().parse_args(argv + ['--out', str(tmp_path / 'tty')]),
+                 [(spy, (1, 'epoch'))])
     assert 'ProgressBar' in names[-1] and '\033[J' in capsys.readouterr().out
 
 
 def test_interrupt_says_how_to_continue(capsys, monkeypatch):
     def ctrl_c(args, extra_extensions=()):
         raise KeyboardInterrupt
-    monkeypatch.setattr(runner, 'run', ctrl_c)
+    monkeypatch.setattr(training, 'run', ctrl_c)
     one_line_error(runner.main, ['run', 'cnn-c10-MN-2'], capsys, '--resume', code=130)
 
 
@@ -326,17 +334,20 @@ def test_console_script_prints_one_line(tmp_path):
 # -- structure -----------------------------------------------------------------------------------
 
 def test_run_folder_code_has_one_way_dependencies():
-    """runner -> gan -> runfolder: gan and runfolder import neither runner nor gan."""
+    """training -> gan -> runfolder: gan imports neither runner nor training, runfolder none of
+    them (tests/test_layout.py checks that no package imports run in a circle)."""
     import ast
-    for module, banned in ((gan, {'runner'}), (runfolder, {'runner', 'gan'})):
+    for module, banned in ((gan, {'runner', 'training'}),
+                           (runfolder, {'runner', 'training', 'gan'})):
+        banned = {'mixnorm_chainer.reproduce.' + name for name in banned}
         tree = ast.parse(open(module.__file__).read())
         names = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
-                names.update(node.module.split('.'))
-                names.update(a.name for a in node.names)
+                names.add(node.module)
+                names.update('{}.{}'.format(node.module, a.name) for a in node.names)
             elif isinstance(node, ast.Import):
-                names.update(p for a in node.names for p in a.name.split('.'))
+                names.update(a.name for a in node.names)
         assert not names & banned, (module.__name__, names & banned)
 
 

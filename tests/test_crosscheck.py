@@ -434,8 +434,9 @@ def test_weight_round_trip_gives_identical_outputs(cnn_file):
     original = copy.deepcopy(model)
     y_train = fresh(x).array
     numpy.testing.assert_array_equal(y_train, original(x).array)
-    assert fresh.conv3_norm.queue_count == 3
-    numpy.testing.assert_array_equal(fresh.conv3_norm.queue_means, original.conv3_norm.queue_means)
+    assert fresh.conv3_norm.queue.count == 3
+    numpy.testing.assert_array_equal(fresh.conv3_norm.queue.means,
+                                     original.conv3_norm.queue.means)
 
 
 def test_import_mismatch_is_a_clear_error(cnn_file):

@@ -14,7 +14,7 @@ import pytest
 
 from mixnorm_chainer.links import MixtureNormalization
 from mixnorm_chainer.models import Discriminator, Generator, dcgan
-from mixnorm_chainer.reproduce import gan, registry, runner
+from mixnorm_chainer.reproduce import gan, registry, reports, runner, training
 
 from figure_scripts import load_script
 
@@ -167,7 +167,7 @@ def test_registry_rows_section_4_5():
     assert 1 - mn.paper['steps_to_baseline'] / bn.paper['best_fid_step'] == pytest.approx(
         0.583, abs=1e-3)
     out = io.StringIO()
-    runner.list_settings('Section 4.5', out=out)
+    reports.list_settings('Section 4.5', out=out)
     assert 'dcgan-c10-MN' in out.getvalue() and '100K' in out.getvalue()
 
 
@@ -212,12 +212,12 @@ def test_interrupted_run_resumes_without_lost_or_duplicated_entries(tmp_path, ca
             raise Interrupt()
 
     full = str(tmp_path / 'full')
-    runner.run(args_for(full))
+    training.run(args_for(full))
     out = str(tmp_path / 'run')
     with pytest.raises(Interrupt):
-        runner.run(args_for(out), extra_extensions=[(crash, (1, 'iteration'))])
+        training.run(args_for(out), extra_extensions=[(crash, (1, 'iteration'))])
     assert [e['iteration'] for e in read_log(out)] == [2, 4]
-    runner.run(args_for(out, resume=True))
+    training.run(args_for(out, resume=True))
     log, ref = read_log(out), read_log(full)
     assert [e['iteration'] for e in log] == [2, 4, 6, 8]
     assert [e['iteration'] for e in log if 'fid' in e] == [4, 8]

@@ -6,6 +6,7 @@ import sys
 import numpy
 import pytest
 from PIL import Image
+from test_fid import fid_roundoff
 
 from mixnorm_chainer.reproduce import fid
 
@@ -38,28 +39,36 @@ def run(*args):
 
 
 def expected_fid(a, b):
+    """The FID of two uint8 image sets and how far rounding can move it (40 images of 64
+    features: 25 ~0 eigenvalues of S1 S2, 4.8e-8 on 0.043)."""
     extractor = fid.get_extractor('small')
     stats = [fid.feature_statistics(extractor(x[:, None].astype(numpy.float32) / 127.5 - 1))
              for x in (a, b)]
-    return fid.frechet_distance(*stats[0], *stats[1])
+    return fid.frechet_distance(*stats[0], *stats[1]), fid_roundoff(*stats[0], *stats[1])
+
+
+def printed(value):
+    """Half a unit in the last place of ``FID: {:.6g}``."""
+    return 0.5 * 10.0 ** (numpy.floor(numpy.log10(abs(value))) - 5) if value else 0.0
 
 
 @pytest.mark.slow
 def test_score_folder_npz_and_saved_statistics(image_sets, tmp_path):
     a, b, folder, npz, floats = image_sets
-    expected = expected_fid(a, b)
+    expected, roundoff = expected_fid(a, b)
     stats = str(tmp_path / 'stats.npz')
     rc, out, err = run('score', folder, npz, '--extractor', 'small', '--save-stats', stats)
     assert rc == 0, err
     value = float(out.split()[1])
-    assert value == pytest.approx(expected, rel=1e-6) and value > 0
+    assert abs(value - expected) <= roundoff + printed(expected) and value > 0
     assert 'not comparable' in out
     for other in (floats, npz):
         rc, out, err = run('score', stats, other, '--extractor', 'small')
         assert rc == 0, err
         assert float(out.split()[1]) == pytest.approx(expected, rel=1e-4)
     rc, out, _ = run('score', folder, folder, '--extractor', 'small')
-    assert rc == 0 and abs(float(out.split()[1])) < 1e-6
+    value = float(out.split()[1])
+    assert rc == 0 and abs(value) <= expected_fid(a, a)[1] + printed(value)
 
 
 @pytest.mark.parametrize('case, message', [

@@ -14,7 +14,7 @@ from chainer import gradient_check
 from mixnorm_chainer import GeneralizedBatchNormalization, generalized_batch_normalization
 from mixnorm_chainer.gbn import fixed_generalized_batch_normalization, statistic_weights
 from mixnorm_chainer.models import CifarCNN
-from mixnorm_chainer.reproduce import registry, runner
+from mixnorm_chainer.reproduce import builders, registry, runner
 
 C = 3
 PAIRS = [('mad', None), ('cvar', 0.75), ('cvar', 0.25), ('cvar', 0.5), ('cvar', 0.9)]
@@ -322,22 +322,33 @@ def test_test_mode_nonfinite_entry_stays_local():
     numpy.testing.assert_array_equal(y[mask], ref[mask])
 
 
-def test_serialization_round_trip(tmp_path):
+@pytest.mark.parametrize('fmt', ['npz', 'hdf5', 'npz-0.2'])
+def test_serialization_round_trip(tmp_path, fmt):
+    """npz and HDF5 (options saved as JSON bytes; HDF5 could not store the str of 0.2), and a
+    0.2 snapshot whose options are a str still loads."""
     x = batch()
     link = make_link('cvar', 0.25, decay=0.7, eps=1e-4)
     for seed in range(3):
         link(batch(seed=seed))
-    path = str(tmp_path / 'gbn.npz')
-    chainer.serializers.save_npz(path, link)
+    path = str(tmp_path / 'gbn.snapshot')
+    save, load = {'hdf5': (chainer.serializers.save_hdf5, chainer.serializers.load_hdf5)}.get(
+        fmt, (chainer.serializers.save_npz, chainer.serializers.load_npz))
+    save(path, link)
+    if fmt == 'npz-0.2':
+        with numpy.load(path) as z:
+            old = dict(z)
+        old['gbn_options'] = numpy.array(json.dumps(link.options(), sort_keys=True))
+        numpy.savez(path, **old)
+        path += '.npz'
     other = GeneralizedBatchNormalization(C, deviation='mad', dtype=numpy.float64)
-    chainer.serializers.load_npz(path, other)
+    load(path, other)
     assert other.options() == link.options() == {
         'size': C, 'deviation': 'cvar', 'alpha': 0.25, 'decay': 0.7, 'eps': 1e-4}
     assert other.n_updates == 3
     with chainer.using_config('train', False):
         numpy.testing.assert_array_equal(other(x).array, link(x).array)
     with pytest.raises(ValueError, match='size'):
-        chainer.serializers.load_npz(path, GeneralizedBatchNormalization(C + 1))
+        load(path, GeneralizedBatchNormalization(C + 1))
 
 
 def test_model_with_gbn_serializes(tmp_path):
@@ -448,7 +459,7 @@ def test_registry_rows_build_gbn_models():
                           'schedule', 'dataset'):
                 assert getattr(s, field) == getattr(base, field)
             assert s.to_dict()['gbn_layers'] == ['conv3']
-    model = runner.build_model(registry.get('cnn-c10-GBN-cvar-2'), 10, seed=0)
+    model = builders.build_model(registry.get('cnn-c10-GBN-cvar-2'), 10, seed=0)
     norm = model.predictor.conv3_norm
     assert isinstance(norm, GeneralizedBatchNormalization)
     assert (norm.deviation, norm.alpha) == ('cvar', 0.75)

@@ -301,8 +301,8 @@ def test_densenet_npz_round_trip(tmp_path):
         images(6, 16), tmp_path)
     for name in ('trans1', 'trans2', 'final'):
         saved, restored = model.norm_layers()[name], loaded.norm_layers()[name]
-        assert restored.queue_count == saved.queue_count == 1
-        numpy.testing.assert_array_equal(restored.queue_means, saved.queue_means)
+        assert restored.queue.count == saved.queue.count == 1
+        numpy.testing.assert_array_equal(restored.queue.means, saved.queue.means)
 
 
 @pytest.mark.slow

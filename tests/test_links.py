@@ -6,7 +6,7 @@ import pytest
 
 from mixnorm_chainer import MixtureNormalization, mixture_normalization
 from mixnorm_chainer.functions import to_rows
-from mixnorm_chainer.links import split_em_iters
+from mixnorm_chainer.options import split_em_iters
 from mixnorm_chainer.queue import decay_weights
 
 import reference
@@ -34,14 +34,14 @@ def make_link(**kw):
 
 
 def fit_queue(link):
-    return link.queue_fit_weights, link.queue_fit_means, link.queue_fit_variances
+    return link.queue.fit
 
 
 def fill_queue_with_last_entry(link):
-    for name in link._queue_names:
-        q = getattr(link, name)
+    for name in link.queue.ARRAYS:
+        q = getattr(link.queue, name)
         q[:] = q[-1]
-    link.queue_count = link.queue_length
+    link.queue.count = link.queue_length
 
 
 def test_em_iters_split_into_kmeans_and_em():
@@ -63,10 +63,10 @@ def test_training_output_is_the_transform_with_the_fitted_responsibilities():
     assert link.n_effective_components == 3
     numpy.testing.assert_allclose(link.last_fit.weights.sum(), 1)
     lam, mu, var = reference.statistics(to_rows(x), nu)
-    numpy.testing.assert_allclose(link.queue_weights[-1], lam, rtol=1e-10)
-    numpy.testing.assert_allclose(link.queue_means[-1], mu, rtol=1e-10)
-    numpy.testing.assert_allclose(link.queue_variances[-1], var, rtol=1e-10)
-    assert link.queue_count == 1
+    numpy.testing.assert_allclose(link.queue.weights[-1], lam, rtol=1e-10)
+    numpy.testing.assert_allclose(link.queue.means[-1], mu, rtol=1e-10)
+    numpy.testing.assert_allclose(link.queue.variances[-1], var, rtol=1e-10)
+    assert link.queue.count == 1
 
 
 @pytest.mark.parametrize('shape', [(8, C, 6, 6), (50, C)])
@@ -128,13 +128,13 @@ def test_test_mode_matches_equation_38_over_a_mixed_queue(form, activation):
     link = make_link(inference=form, queue_length=5, activation=activation)
     for seed in range(7):                       # more steps than T: the queue wraps
         link(clustered_batch(seed) * (1 + 0.1 * seed))
-    assert link.queue_count == 5
+    assert link.queue.count == 5
     x = clustered_batch(99)
     with chainer.using_config('train', False):
         y = link(x).array
     expected = reference.queue_normalization(
-        x, link.gamma.array, link.beta.array, link.queue_weights, link.queue_means,
-        link.queue_variances, 0.9, form=form, activation=activation, fit=fit_queue(link))
+        x, link.gamma.array, link.beta.array, link.queue.weights, link.queue.means,
+        link.queue.variances, 0.9, form=form, activation=activation, fit=fit_queue(link))
     numpy.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9)
 
 
@@ -142,13 +142,13 @@ def test_partial_queue_renormalizes_over_present_entries():
     link = make_link(queue_length=10)
     for seed in range(3):
         link(clustered_batch(seed) + seed)
-    assert link.queue_count == 3
+    assert link.queue.count == 3
     x = clustered_batch(50)
     with chainer.using_config('train', False):
         y = link(x).array
     expected = reference.queue_normalization(
-        x, link.gamma.array, link.beta.array, link.queue_weights[-3:], link.queue_means[-3:],
-        link.queue_variances[-3:], 0.9, fit=[a[-3:] for a in fit_queue(link)])
+        x, link.gamma.array, link.beta.array, link.queue.weights[-3:], link.queue.means[-3:],
+        link.queue.variances[-3:], 0.9, fit=[a[-3:] for a in fit_queue(link)])
     numpy.testing.assert_allclose(y, expected, rtol=1e-9, atol=1e-9)
 
 
@@ -157,7 +157,7 @@ def test_pruned_components_are_padded_and_ignored_at_test_time():
     x = numpy.ones((4, C, 3, 3)) + numpy.arange(C)[None, :, None, None]
     link(x)                                            # identical rows -> one component
     assert link.n_effective_components == 1
-    numpy.testing.assert_array_equal(link.queue_weights[-1], [1, 0, 0])
+    numpy.testing.assert_array_equal(link.queue.weights[-1], [1, 0, 0])
     with chainer.using_config('train', False):
         y = link(x + 0.01).array
     assert numpy.isfinite(y).all()
@@ -202,7 +202,7 @@ def test_queue_and_options_round_trip_through_serializers(tmp_path, options):
     fresh = MixtureNormalization(C, n_components=3, queue_length=4, dtype=numpy.float64)
     chainer.serializers.load_npz(path, fresh)
     assert fresh.options() == link.options()
-    assert fresh.queue_count == 3
+    assert fresh.queue.count == 3
     with chainer.using_config('train', False):
         after = fresh(x).array
     numpy.testing.assert_array_equal(before, after)
@@ -238,14 +238,14 @@ def test_model_snapshot_round_trip(tmp_path):
 def test_non_finite_training_input_raises_and_keeps_state():
     link = make_link()
     link(clustered_batch())
-    state = [q.copy() for q in (link.queue_weights, link.queue_means, link.queue_variances)]
+    state = [q.copy() for q in (link.queue.weights, link.queue.means, link.queue.variances)]
     for bad in (numpy.nan, numpy.inf):
         x = clustered_batch(1)
         x[0, 1, 2, 3] = bad
         with pytest.raises(ValueError, match='non-finite'):
             link(x)
-    assert link.queue_count == 1
-    for q, s in zip((link.queue_weights, link.queue_means, link.queue_variances), state):
+    assert link.queue.count == 1
+    for q, s in zip((link.queue.weights, link.queue.means, link.queue.variances), state):
         numpy.testing.assert_array_equal(q, s)
 
 

@@ -115,7 +115,7 @@ def every_component_far(monkeypatch):
     """The path the GPU takes without a host decision: every component centred on its mean."""
     def all_far(means, variances, linear=False):
         return numpy.ones(means.shape[0], dtype=bool)
-    for module in ('gmm', 'functions', 'queue'):
+    for module in ('gaussian', 'gmm', 'functions'):
         monkeypatch.setattr(f'mixnorm_chainer.{module}.far_components', all_far)
 
 
@@ -166,7 +166,7 @@ def test_mixed16_keeps_parameters_and_statistics_in_float32_or_better():
                 outputs[dtype] = link(x.astype(chainer.get_dtype())).array
         if dtype is chainer.mixed16:
             assert link.gamma.dtype == numpy.float32 and y.dtype == numpy.float16
-            assert link.queue_variances.dtype == numpy.float64
+            assert link.queue.variances.dtype == numpy.float64
             assert outputs[dtype].dtype == numpy.float16
     assert numpy.isfinite(outputs[chainer.mixed16]).all()
     assert normwise(outputs[chainer.mixed16], outputs[numpy.float32]) < 2e-3
@@ -217,12 +217,12 @@ def test_link_rejects_overflowing_training_input_and_keeps_its_state():
     """Before: the training output was NaN at 1e19 without an error."""
     link = MixtureNormalization(C, seed=0)
     link(clustered(numpy.random.default_rng(0)).astype(numpy.float32))
-    before = link.queue_means.copy()
+    before = link.queue.means.copy()
     x = (1e19 * clustered(numpy.random.default_rng(1))).astype(numpy.float32)
     with pytest.raises(ValueError, match=r'training mode.*magnitude.*\n?.*diverged'):
         link(x)
-    assert link.queue_count == 1
-    numpy.testing.assert_array_equal(link.queue_means, before)
+    assert link.queue.count == 1
+    numpy.testing.assert_array_equal(link.queue.means, before)
 
 
 def test_function_rejects_overflowing_input_but_propagates_nan():
@@ -337,8 +337,8 @@ def test_loads_a_snapshot_of_version_0_1(tmp_path):
     link = MixtureNormalization(C, seed=0)
     link(clustered(numpy.random.default_rng(0)))
     arrays = {'gamma': link.gamma.array, 'beta': link.beta.array,
-              'queue_weights': link.queue_weights, 'queue_means': link.queue_means,
-              'queue_variances': link.queue_variances, 'queue_count': numpy.array(1),
+              'queue_weights': link.queue.weights, 'queue_means': link.queue.means,
+              'queue_variances': link.queue.variances, 'queue_count': numpy.array(1),
               'mn_options': numpy.array(__import__('json').dumps(link.options())),
               'mn_rng_state': numpy.array(__import__('json').dumps(
                   link._rng.bit_generator.state))}
@@ -348,7 +348,7 @@ def test_loads_a_snapshot_of_version_0_1(tmp_path):
     with pytest.warns(UserWarning, match='no fitted mixtures'):
         chainer.serializers.load_npz(path, other)
     assert other.options() == link.options()
-    numpy.testing.assert_array_equal(other.queue_fit_means, link.queue_means)
+    numpy.testing.assert_array_equal(other.queue.fit_means, link.queue.means)
     with chainer.using_config('train', False):
         assert numpy.isfinite(other(clustered(numpy.random.default_rng(1))).array).all()
 

@@ -4,7 +4,7 @@ import os
 import numpy
 import pytest
 
-from mixnorm_chainer.reproduce import runner
+from mixnorm_chainer.reproduce import runner, training
 from mixnorm_chainer.reproduce.recorder import ActivationRecorder, load_recording
 
 from figure_scripts import load_script
@@ -66,9 +66,9 @@ def test_recording_survives_resume(tmp_path):
             raise Interrupt()
 
     with pytest.raises(Interrupt):
-        runner.run(args, extra_extensions=[(crash, (1, 'iteration'))])
+        training.run(args, extra_extensions=[(crash, (1, 'iteration'))])
     args.resume = True
-    runner.run(args)
+    training.run(args)
     rec = load_recording(os.path.join(out, 'recording.npz'))
     assert rec['iterations'].tolist() == list(range(1, 13))
     assert [c['iteration'] for c in rec['captures']] == [6, 12]

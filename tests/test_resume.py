@@ -10,7 +10,7 @@ import sys
 import numpy
 import pytest
 
-from mixnorm_chainer.reproduce import registry, runfolder, runner
+from mixnorm_chainer.reproduce import registry, runfolder, runner, training
 
 TINY = ['--dataset', 'digits', '--input-size', '8', '--train-limit', '64', '--test-limit', '32',
         '--batch-size', '16', '--no-progress']          # 4 iterations per epoch
@@ -82,11 +82,11 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     assert runner.main(argv + ['--out', ref]) == 0
     out = str(tmp_path / 'killed')
     script = ('import os, signal, sys\n'
-              'from mixnorm_chainer import runner\n'
+              'from mixnorm_chainer.reproduce import runner, training\n'
               'def kill(trainer):\n'
               '    if trainer.updater.iteration == 14:\n'
               '        os.kill(os.getpid(), signal.SIGKILL)\n'
-              'runner.run(runner.build_parser().parse_args(sys.argv[1:]), '
+              'training.run(runner.build_parser().parse_args(sys.argv[1:]), '
               '[(kill, (1, "iteration"))])\n')
     proc = subprocess.run([sys.executable, '-c', script] + argv + ['--out', out],
                           capture_output=True, text=True, timeout=120)
@@ -128,13 +128,13 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(kind, tmp_path
     _setting(monkeypatch, name, **SCHEDULES[kind])
     argv = ['run', name, '--epochs', '4'] + TINY
     ref = str(tmp_path / 'ref')
-    runner.run(parse(argv + ['--out', ref]))
+    training.run(parse(argv + ['--out', ref]))
     out = str(tmp_path / 'run')
     exc = KeyboardInterrupt if kind == 'exponential' else Interrupt       # Ctrl-C too
     with pytest.raises(exc):
-        runner.run(parse(argv + ['--out', out]), extra_extensions=[(crash_at(14, exc),
-                                                                     (1, 'iteration'))])
-    runner.run(parse(argv + ['--out', out, '--resume']))
+        training.run(parse(argv + ['--out', out]),
+                     extra_extensions=[(crash_at(14, exc), (1, 'iteration'))])
+    training.run(parse(argv + ['--out', out, '--resume']))
     assert_same_runs(out, ref, 4)
     lrs = [e['lr'] for e in read_log(ref)]
     assert len(set(lrs)) > 1                       # the policy dropped the lr within the run
@@ -145,11 +145,11 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(kind, tmp_path
 def test_a_damaged_newest_snapshot_falls_back_to_the_previous_one(tmp_path, capsys):
     argv = ['run', 'cnn-c10-MN-2', '--epochs', '3'] + TINY
     ref = str(tmp_path / 'ref')
-    runner.run(parse(argv + ['--out', ref]))
+    training.run(parse(argv + ['--out', ref]))
     out = str(tmp_path / 'run')
     with pytest.raises(Interrupt):
-        runner.run(parse(argv + ['--out', out]), extra_extensions=[(crash_at(10),
-                                                                     (1, 'iteration'))])
+        training.run(parse(argv + ['--out', out]),
+                     extra_extensions=[(crash_at(10), (1, 'iteration'))])
     newest = os.path.join(out, 'snapshot_epoch_2')
     with open(newest, 'r+b') as f:                 # truncated (a full disk, a bad copy)
         f.truncate(os.path.getsize(newest) // 2)
@@ -314,7 +314,7 @@ def test_schedule_state_is_restored_before_the_first_update():
     """chainer's MultistepShift.initialize sets the initial lr even after a drop."""
     import chainer
     setting = registry.get('dense40-c100-MN')
-    shift, _ = runner.schedule_extension(setting, 4, 10)
+    shift, _ = training.schedule_extension(setting, 4, 10)
     shift._current_step = 1
 
     class Trainer:

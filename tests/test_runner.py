@@ -5,7 +5,15 @@ import os
 import chainer
 import pytest
 
-from mixnorm_chainer.reproduce import registry, runner
+from mixnorm_chainer.reproduce import (
+    builders,
+    cost,
+    registry,
+    reports,
+    runner,
+    seeds,
+    training,
+)
 from mixnorm_chainer.reproduce.datasets import write_cifar_archive
 
 TINY = ['--dataset', 'digits', '--input-size', '8', '--train-limit', '64', '--test-limit', '64',
@@ -58,24 +66,24 @@ def test_run_writes_logs_plots_snapshot_and_setting(tmp_path, capsys):
 def test_learning_rate_policies(tmp_path):
     """Exponential x0.93 every 2 epochs (CIFAR CNN) and step drops at fractions (DenseNet)."""
     exp = registry.get('cnn-c10-BN-2')
-    ext, trigger = runner.schedule_extension(exp, 10, 5)
+    ext, trigger = training.schedule_extension(exp, 10, 5)
     assert trigger == (2, 'epoch') and ext._rate == 0.93
     step = registry.get('dense40-c100-BN')
-    ext, trigger = runner.schedule_extension(step, 20, 10)
+    ext, trigger = training.schedule_extension(step, 20, 10)
     assert trigger == (1, 'iteration') and ext._step_value == [100, 150] and ext._gamma == 0.1
     nag2 = registry.get('inc-c100-nag2-MN')
-    ext, _ = runner.schedule_extension(nag2, 10, 10)
+    ext, _ = training.schedule_extension(nag2, 10, 10)
     assert ext._step_value == [30, 60, 80] and ext._gamma == 0.2
-    assert runner.run_epochs(exp, scale=0.1) == 10 and runner.run_epochs(exp, epochs=3) == 3
+    assert training.run_epochs(exp, scale=0.1) == 10 and training.run_epochs(exp, epochs=3) == 3
     with pytest.raises(ValueError):
-        runner.run_epochs(exp, epochs=3, scale=0.5)
+        training.run_epochs(exp, epochs=3, scale=0.5)
 
 
 def test_optimizers_follow_the_paper():
     model = chainer.links.Linear(3, 2)
-    opt = runner.build_optimizer(registry.get('cnn-c10-BN-1'), model)
+    opt = builders.build_optimizer(registry.get('cnn-c10-BN-1'), model)
     assert isinstance(opt, chainer.optimizers.RMSprop) and opt.alpha == 0.9 and opt.lr == 0.01
-    opt = runner.build_optimizer(registry.get('dense40-c100-MN'), model)
+    opt = builders.build_optimizer(registry.get('dense40-c100-MN'), model)
     assert isinstance(opt, chainer.optimizers.NesterovAG) and opt.momentum == 0.9
 
 
@@ -94,10 +102,10 @@ def test_interrupted_run_resumes_without_lost_or_duplicated_entries(tmp_path, ca
             raise Interrupt()
 
     with pytest.raises(Interrupt):
-        runner.run(args, extra_extensions=[(crash, (1, 'iteration'))])
+        training.run(args, extra_extensions=[(crash, (1, 'iteration'))])
     assert [e['epoch'] for e in read_log(out)] == [1, 2]
     args.resume = True
-    runner.run(args)
+    training.run(args)
     log = read_log(out)
     assert [e['epoch'] for e in log] == [1, 2, 3]
     assert [e['iteration'] for e in log] == [2, 4, 6]
@@ -136,12 +144,13 @@ def test_summary_numbers_from_logs(tmp_path):
 
     bn = fake('cnn-c10-BN-2', [0.5, 0.6, 0.55, 0.7, 0.65, 0.7, 0.68, 0.69])
     mn = fake('cnn-c10-MN-2', [0.6, 0.72, 0.7, 0.71, 0.7, 0.74, 0.7, 0.7])
-    runs = {r['setting']['name']: r for r in runner.summarize([bn, mn], out=open(os.devnull, 'w'))}
-    assert runner.max_accuracy_at(runs['cnn-c10-BN-2']['log'], 8) == pytest.approx(
+    runs = {r['setting']['name']: r
+            for r in reports.summarize([bn, mn], out=open(os.devnull, 'w'))}
+    assert reports.max_accuracy_at(runs['cnn-c10-BN-2']['log'], 8) == pytest.approx(
         [60.0, 70.0, 70.0, 70.0])
-    assert runner.steps_to_reach(runs['cnn-c10-MN-2']['log'], 70.0) == 20
-    assert runner.steps_to_reach(runs['cnn-c10-BN-2']['log'], 70.0) == 40
-    assert runner.steps_to_reach(runs['cnn-c10-BN-2']['log'], 99.0) is None
+    assert seeds.first_reach(runs['cnn-c10-MN-2']['log'], 70.0) == 20
+    assert seeds.first_reach(runs['cnn-c10-BN-2']['log'], 70.0) == 40
+    assert seeds.first_reach(runs['cnn-c10-BN-2']['log'], 99.0) is None
 
 
 def test_missing_cifar_is_a_clear_error(tmp_path, capsys, monkeypatch):
@@ -166,7 +175,7 @@ def test_cost_table7_runs(capsys):
     assert all(line.split()[3] == '52' and line.split()[5] == '-' for line in lines)
     assert '16.40' not in out.out and 'not shown' in out.out
     assert all(float(line.split()[4]) > 0 for line in lines)
-    assert runner.densenet_final_channels(20) == 196 and runner.densenet_final_channels(40) == 448
+    assert cost.densenet_final_channels(20) == 196 and cost.densenet_final_channels(40) == 448
 
 
 @pytest.mark.slow
@@ -178,7 +187,7 @@ def test_models_for_every_setting_build():
         if key in seen or s.model in ('densenet100', 'dcgan'):   # dcgan: test_dcgan.py
             continue
         seen.add(key)
-        model = runner.build_model(s, 10, seed=0)
+        model = builders.build_model(s, 10, seed=0)
         mn = [name for name, link in model.predictor.norm_layers().items()
               if type(link).__name__ == 'MixtureNormalization']
         assert bool(mn) == s.is_mn

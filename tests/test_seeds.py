@@ -9,7 +9,15 @@ import statistics
 import numpy
 import pytest
 
-from mixnorm_chainer.reproduce import builders, plotting, registry, runner, seeds
+from mixnorm_chainer.reproduce import (
+    arguments,
+    builders,
+    plotting,
+    registry,
+    reports,
+    runner,
+    seeds,
+)
 
 ACC = 'validation/main/accuracy'
 
@@ -108,7 +116,7 @@ def test_summarize_pairs_by_seed_and_aggregates(tmp_path, capsys):
     assert rows['s0'].split()[4:6] == ['80.00', '20']
     assert rows['s1'].split()[4:6] == ['90.00', '-']
     assert rows['s2'].split()[4:6] == ['75.00', '10']
-    table = runner.seed_table([runner.load_run(d) for d in seeds.expand_run_dirs([bn, mn])])
+    table = reports.seed_table([reports.load_run(d) for d in seeds.expand_run_dirs([bn, mn])])
     mn_row = [row for row in table if row[0].startswith('cnn-c10-MN-2')][0]
     v = mn_row[2]
     assert v['steps'] == [20, numpy.inf, 10]
@@ -156,12 +164,12 @@ def test_pairing_ignores_other_seeds_and_other_data_options(tmp_path):
     record['options']['batch_size'] = 128
     with open(os.path.join(other, 'setting.json'), 'w') as f:
         json.dump(record, f)
-    runs = [runner.load_run(d) for d in seeds.expand_run_dirs([other, bn, mn])]
+    runs = [reports.load_run(d) for d in seeds.expand_run_dirs([other, bn, mn])]
     mn0 = [r for r in runs if r['setting']['name'] == 'cnn-c10-MN-2' and r['seed'] == 0][0]
-    base = runner.find_baseline(mn0, runs)
+    base = reports.find_baseline(mn0, runs)
     assert base['dir'].endswith(os.path.join('bn', 'seed0'))
     # --against: the runs of the same seed among the given ones, whatever their setting
-    base = runner.find_baseline(mn0, [r for r in runs if 'mn' in r['dir']], against=True)
+    base = reports.find_baseline(mn0, [r for r in runs if 'mn' in r['dir']], against=True)
     assert base is mn0
 
 
@@ -268,7 +276,7 @@ def test_run_option_errors(tmp_path, capsys):
     single = fake_run(tmp_path, 'cnn-c10-MN-2', 0, [0.5])
     one_line_error(runner.main, ['run', 'cnn-c10-MN-2', '--seeds', '1,2', '--out',
                                  single], capsys, 'holds a run of one seed')
-    assert runner.seed_list('0-2,7,1') == (0, 1, 2, 7)
+    assert arguments.seed_list('0-2,7,1') == (0, 1, 2, 7)
     assert builders.parse_mn_option('initial_gamma=1/sqrt(K)') == ('initial_gamma', '1/sqrt(K)')
     assert builders.parse_mn_option('initial-gamma=0.5') == ('initial_gamma', 0.5)
     assert builders.model_keywords({'relu': 'after', 'affine': 'statistics'}) == {

@@ -2,9 +2,11 @@
 
 Each kernel is built with chainer's memoized ``cuda.elementwise`` / ``cuda.reduce`` and its
 body is the literal string in that call. They are used automatically when the arrays are cupy
-arrays; the xp code in :mod:`~mixnorm_chainer.gmm`, :mod:`~mixnorm_chainer.functions` and
-:mod:`~mixnorm_chainer.queue` stays the path for numpy and the reference the kernels are tested
-against. ``chainer.config.mixnorm_kernels = False`` (or the environment variable
+arrays; the xp code in :mod:`~mixnorm_chainer.gaussian` (the log-density),
+:mod:`~mixnorm_chainer.gmm`, :mod:`~mixnorm_chainer.functions` and :mod:`~mixnorm_chainer.queue`
+stays the path for numpy and the reference the kernels are tested against (this module takes
+only the constant ``LOG_2PI`` from them; :mod:`mixnorm_chainer.kernels.self_check` compares
+the two). ``chainer.config.mixnorm_kernels = False`` (or the environment variable
 ``MIXNORM_KERNELS=0``) forces the xp path on the GPU too.
 
 Layout. Rows are addressed in an ``(N, C, S)`` view: an NCHW activation reshaped (no copy) to
@@ -15,8 +17,8 @@ the transform needs no NCHW <-> rows transposes. Per-component arrays are ``(K, 
 responsibilities ``(K, m)`` (GMM) or ``(m, K)`` (transform coefficients).
 
 Precision: every quadratic form and variance is computed centred on the component's own mean
-(``(x - mu)^2`` written out), as :func:`~mixnorm_chainer.gmm.far_components` prescribes for the
-GPU; sums over rows run in the compute dtype (float32 for float16 input).
+(``(x - mu)^2`` written out), as :func:`~mixnorm_chainer.gaussian.far_components` prescribes
+for the GPU; sums over rows run in the compute dtype (float32 for float16 input).
 
 Host synchronizations: none inside these kernels. A training step synchronizes twice, where
 the xp path does too (each marked "host synchronization" in the code): the input check of
@@ -28,12 +30,13 @@ The kernels use only what ``tests/cuda_kernel_harness.py`` checks on the CPU: ty
 reductions over given axes (identity, map, reduce, post-map) and plain device functions in a
 preamble.
 """
-import math
 import os
 
 import chainer
 import numpy
 from chainer.backends import cuda
+
+from mixnorm_chainer.gaussian import LOG_2PI
 
 #: default of ``chainer.config.mixnorm_kernels`` (the environment variable MIXNORM_KERNELS=0
 #: turns the kernels off)
@@ -46,9 +49,6 @@ def enabled(*arrays):
         return False
     return any(isinstance(a, cuda.ndarray) for a in arrays) if cuda.available else False
 
-
-#: a python float, so that it does not promote float32 arrays (numpy 2 / cupy 14 promotion)
-LOG_2PI = math.log(2 * math.pi)
 
 _INDEX = '''
 __device__ ptrdiff_t row_of(ptrdiff_t i, int C, int S) {   // element (n, c, s) -> row n S + s
@@ -173,13 +173,6 @@ def weighted_centred_squares(X3, resp, means, shift):
         'mixnorm_weighted_centred_squares')(
             resp.reshape(K, N, 1, S), X3[None], shift[None, None, :, None],
             means[:, None, :, None], axis=(1, 3))
-
-
-def centring_shift(X3, max_images=16):
-    """The per-channel mean of <= ``max_images`` evenly spaced images of the (N, C, S) view
-    (the GPU counterpart of :func:`~mixnorm_chainer.gmm.centering_shift`, always applied)."""
-    sample = X3[::max(1, X3.shape[0] // max_images)]
-    return sample.mean(axis=(0, 2))
 
 
 # -- the MN transform (Eq. 34-37, 40) ----------------------------------------------------------

@@ -13,11 +13,21 @@ from mixnorm_chainer.kernels import (
     weighted_sums,
 )
 
+#: float32 roundoffs of the largest value allowed on top of a float16 entry's own unit
+FLOAT16_SLACK = 64
+
 
 def tolerance(name):
-    """The largest relative error :func:`check` accepts for an entry: float32 rounding
-    (1e-4), or one float16 unit of roundoff for the ``*_float16`` entries (2e-3)."""
-    return 2e-3 if 'float16' in name else 1e-4
+    """The largest error :func:`check` accepts for an entry.
+
+    float32 / float64 entries: 1e-5 relative (normwise), 84 float32 roundoffs (measured on the
+    CPU under tests/cuda_kernel_harness.py: at most 7.4 for seed 0, 17 over seeds 0-19).
+    ``*_float16`` entries are compared element by element: both paths compute in float32 and
+    round once to float16, so each output may differ by one float16 unit in the last place of
+    its own value, plus :data:`FLOAT16_SLACK` float32 roundoffs of the largest value (gradients
+    that cancel); the error is in those units and the tolerance 1.
+    """
+    return 1.0 if 'float16' in name else 1e-5
 
 
 def check(xp, seed=0):
@@ -31,9 +41,16 @@ def check(xp, seed=0):
     errors = {}
 
     def record(name, ours, reference):
+        half = cuda.to_cpu(reference).dtype == numpy.float16
         ours, reference = (numpy.asarray(cuda.to_cpu(v), numpy.float64)
                            for v in (ours, reference))
-        err = float(numpy.abs(ours - reference).max() / max(numpy.abs(reference).max(), 1e-30))
+        scale = max(numpy.abs(reference).max(), 1e-30)
+        if half:       # per element: its own float16 unit + float32 roundoffs of the largest
+            unit = numpy.spacing(numpy.abs(reference).astype(numpy.float16)).astype(numpy.float64)
+            unit += FLOAT16_SLACK * float(numpy.finfo(numpy.float32).eps) * scale
+            err = float((numpy.abs(ours - reference) / unit).max())
+        else:
+            err = float(numpy.abs(ours - reference).max() / scale)
         errors[name] = max(errors.get(name, 0.0), err)
 
     for dtype in (numpy.float32, numpy.float64):
@@ -66,8 +83,11 @@ def check(xp, seed=0):
         beta = xp.asarray(rng.normal(size=3), dtype)
         gy = xp.asarray(rng.normal(size=x.shape), dtype)
         inputs = [(x, gy, '')]
-        if dtype == numpy.float32:                      # float16 activations (mixed16)
-            inputs.append((x.astype(numpy.float16), gy.astype(numpy.float16), '_float16'))
+        if dtype == numpy.float32:     # float16 activations (mixed16); off the origin, where
+            # the rows are shifted (the shift in float32) before the per-component terms
+            for offset in (0, 28):
+                inputs.append(((x + offset).astype(numpy.float16), gy.astype(numpy.float16),
+                               '_float16'))
         for activation in (None, 'relu'):
             for x_in, gy_in, suffix in inputs:
                 outs = []
@@ -85,7 +105,8 @@ def check(xp, seed=0):
         qw = xp.asarray(rng.dirichlet(numpy.ones(3), size=2))
         qm = xp.asarray(rng.normal(size=(2, 3, 3)) + 2)
         qv = xp.asarray(rng.uniform(0.5, 2, size=(2, 3, 3)))
-        for x_in in ((x, x.astype(numpy.float16)) if dtype == numpy.float32 else (x,)):
+        for x_in in ((x, x.astype(numpy.float16), (x + 28).astype(numpy.float16))
+                     if dtype == numpy.float32 else (x,)):
             outs = []
             for use in (True, False):                  # float16 input: computed in float32
                 with chainer.using_config('mixnorm_kernels', use):

@@ -1,6 +1,6 @@
 """What a run is built from: the setting's network, its optimizer and its data.
 
-:mod:`mixnorm_chainer.reproduce.runner` trains with these;
+:mod:`mixnorm_chainer.reproduce.training` trains with these;
 :mod:`mixnorm_chainer.reproduce.inference` rebuilds a trained run's model with them.
 """
 import os
@@ -8,6 +8,7 @@ import os
 import chainer
 import chainer.links as L
 
+from mixnorm_chainer import options as layer_options
 from mixnorm_chainer.models import CifarCNN, DenseNet, InceptionV3
 from mixnorm_chainer.reproduce import runfolder
 from mixnorm_chainer.reproduce.datasets import get_dataset
@@ -17,15 +18,15 @@ from mixnorm_chainer.reproduce.datasets import get_dataset
 #: key -> (the values it takes, parse)
 MN_OPTIONS = {
     'affine': ("'output' (gamma, beta after Eq. 34; default) or 'statistics' (Eq. 37)",
-               lambda v: _choice(v, ('output', 'statistics'))),
+               lambda v: _choice(v, layer_options.AFFINE_PLACEMENTS)),
     'relu': ("'fused' (Eq. 40, ReLU per component; default) or 'after' (Eq. 41)",
              lambda v: _choice(v, ('fused', 'after'))),
     'kmeans_iters': ('how many of "EM iter." are k-means iterations (default: half)',
                      lambda v: _integer(v, 0)),
-    'initial_gamma': ("a number or '1/sqrt(K)'", lambda v: v if v == '1/sqrt(K)' else
-                      _number(v)),
+    'initial_gamma': ("a number or '1/sqrt(K)'", lambda v: v if v in layer_options.GAMMA_RULES
+                      else _number(v)),
     'inference': ("'consistent' (default) or 'printed' form of Eq. 38",
-                  lambda v: _choice(v, ('consistent', 'printed'))),
+                  lambda v: _choice(v, layer_options.INFERENCE_FORMS)),
     'pool_rows': ('rows of each of the last T training batches kept for the pool strategy '
                   '(default 0: none)', lambda v: _integer(v, 0)),
 }

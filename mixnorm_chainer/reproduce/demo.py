@@ -22,20 +22,20 @@ from chainer import training
 from chainer.training import extensions
 
 from mixnorm_chainer.models import CifarCNN
-from mixnorm_chainer.reproduce import runner
+from mixnorm_chainer.reproduce import runfolder, seeds
 from mixnorm_chainer.reproduce.datasets import get_digits
 
 
 def steps_to_reach(log, target):
     """The first logged iteration whose test accuracy is >= target (a fraction), or None."""
-    return runner.steps_to_reach(log, 100 * target)
+    return seeds.first_reach(log, 100 * target)
 
 
 def train_one(name, mn_layers, args, train, test):
     """Train one CifarCNN with chainer.training; returns its LogReport entries."""
-    numpy.random.seed(args.seed)  # chainer's initializers draw from numpy's global RNG
-    model = L.Classifier(CifarCNN(10, mn_layers=mn_layers, n_components=args.n_components,
-                                  em_iters=args.em_iters, seed=args.seed))
+    with runfolder.seeded_numpy_random(args.seed):  # chainer's initializers draw from it
+        model = L.Classifier(CifarCNN(10, mn_layers=mn_layers, n_components=args.n_components,
+                                      em_iters=args.em_iters, seed=args.seed))
     optimizer = chainer.optimizers.RMSprop(lr=args.lr, alpha=0.9)
     optimizer.setup(model)
     optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(args.weight_decay))

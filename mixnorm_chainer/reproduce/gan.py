@@ -6,7 +6,7 @@ with LogReport (``log.json``, one entry every ``log_interval`` updates: ``gen/lo
 ``dis/loss``, ``time/update`` and, at evaluations, ``fid``, ``fid/best``, ``fid/time``),
 PrintReport, ProgressBar, a snapshot every ``snapshot_interval`` updates and at the last one
 (``snapshot_iter_N``, written atomically, the two newest kept; ``--resume`` continues from the
-newest readable one exactly, as :mod:`mixnorm_chainer.reproduce.runner` describes) and
+newest readable one exactly, as :mod:`mixnorm_chainer.reproduce.training` describes) and
 :class:`FIDEvaluation`: every ``fid_interval`` updates (paper: 10K) the FID of
 ``fid_samples`` generated images against the training images, and a sample grid of a fixed z
 (``samples/iter_N.png`` and ``.npz``; Figure 7). ``setting.json`` names the FID feature
@@ -38,8 +38,7 @@ from mixnorm_chainer.models.dcgan import (
 )
 from mixnorm_chainer.reproduce import plotting, runfolder
 from mixnorm_chainer.reproduce.datasets import get_cifar, get_digits
-from mixnorm_chainer.reproduce.runfolder import ResumableShuffle, RunError  # noqa: F401
-from mixnorm_chainer.reproduce.runfolder import format_value as _fmt
+from mixnorm_chainer.reproduce.runfolder import ResumableShuffle, RunError, format_value
 
 FID_KEY = 'fid'
 #: Section 4.5: "FID ... evaluated every 10K updates"
@@ -178,10 +177,11 @@ def sample_path(out, iteration, ext):
 
 class FIDEvaluation(extension.Extension):
     """Every trigger: FID of ``n_samples`` generated images (``scorer``: a
-    :class:`mixnorm_chainer.reproduce.fid.FIDScorer` built on the real images) and a sample grid of the
-    fixed z drawn from ``seed`` (``samples/iter_N.png``/``.npz``). Reports ``fid``, ``fid/best``
-    (lowest so far) and ``fid/time``; the best FID and its iteration are part of the snapshot.
-    The generated images of evaluation i come from ``default_rng([seed, 1, i])``."""
+    :class:`mixnorm_chainer.reproduce.fid.FIDScorer` built on the real images) and a sample grid
+    of the fixed z drawn from ``seed`` (``samples/iter_N.png``/``.npz``). Reports ``fid``,
+    ``fid/best`` (lowest so far) and ``fid/time``; the best FID and its iteration are part of
+    the snapshot. The generated images of evaluation i come from
+    ``default_rng([seed, 1, i])``."""
 
     priority = extension.PRIORITY_WRITER
     name = 'fid'
@@ -222,16 +222,18 @@ RUN_OPTIONS = ('name', 'dataset', 'batch_size', 'input_size', 'train_limit', 'se
                'fid_real_samples', 'fid_extractor', 'fid_batch_size')
 
 
-def resolve_options(args, setting, stored=None):
-    """Fill the GAN options not given (None) from the resumed run's ``stored`` options or the
-    defaults; returns them as a dict (:data:`RUN_OPTIONS`)."""
-    stored = stored or {}
-    defaults = {'dataset': setting.dataset, 'batch_size': setting.batch_size, 'seed': 0,
-                'width': 512, 'fid_interval': PAPER_FID_INTERVAL, 'fid_samples': 10000,
-                'fid_extractor': 'inception', 'fid_batch_size': 100}
-    for key in RUN_OPTIONS[1:]:
-        if getattr(args, key, None) is None:
-            setattr(args, key, stored[key] if key in stored else defaults.get(key))
+#: what --resume lets change, as its refusal says
+MAY_CHANGE = '--iterations, --device, --data-dir, --inception-weights and --no-progress'
+
+
+def resolve_options(args, setting, folder):
+    """Fill the GAN options not given (None) from the resumed run (the
+    :class:`~mixnorm_chainer.reproduce.runfolder.RunFolder` ``folder``) or the defaults;
+    returns them as a dict (:data:`RUN_OPTIONS`)."""
+    folder.fill_options(args, RUN_OPTIONS[1:], {
+        'dataset': setting.dataset, 'batch_size': setting.batch_size, 'seed': 0, 'width': 512,
+        'fid_interval': PAPER_FID_INTERVAL, 'fid_samples': 10000, 'fid_extractor': 'inception',
+        'fid_batch_size': 100})
     if args.log_interval is None:
         args.log_interval = math.gcd(args.fid_interval, 100)
     if args.snapshot_interval is None:
@@ -252,64 +254,101 @@ def run(args, setting, extra_extensions=()):
     """Train a DCGAN setting (``setting.model == 'dcgan'``) as ``mixnorm-exp run`` asks.
 
     The run folder and ``--resume`` behave as for the classification runs
-    (:func:`mixnorm_chainer.reproduce.runner.run`); only ``--iterations`` may change on resume."""
-    from mixnorm_chainer.reproduce import fid as fid_module
-
+    (:func:`mixnorm_chainer.reproduce.training.run`); only ``--iterations`` may change on
+    resume."""
     if getattr(args, 'epochs', None) is not None or getattr(args, 'scale', None) is not None:
         raise ValueError('GAN settings run for --iterations (generator updates), not '
                          '--epochs/--scale')
-    resume, force = bool(args.resume), bool(getattr(args, 'force', False))
     out = args.out or runfolder.default_out(setting, args.dataset or setting.dataset,
                                             args.seed or 0)
-    runfolder.prepare(out, resume, force)
-    stored = None
-    if resume:
-        stored = runfolder.read_json(os.path.join(out, 'setting.json'), 'setting.json')
-        if not isinstance(stored, dict) or not isinstance(stored.get('setting'), dict):
-            raise RunError('--resume: {} has no setting record; it was not written by '
-                           'mixnorm-exp run'.format(os.path.join(out, 'setting.json')))
-    stored_options = (stored or {}).get('options', {'name': (stored or {}).get(
-        'setting', {}).get('name')})
-    options = resolve_options(args, setting, stored_options)
-    iterations = args.iterations or (int(stored['iterations']) if resume else
+    folder = runfolder.RunFolder(out, args.resume, getattr(args, 'force', False)).open()
+    options = resolve_options(args, setting, folder)
+    iterations = args.iterations or (int(folder.stored['iterations']) if folder.resume else
                                      setting.iterations)
-    dataset, batch_size = args.dataset, args.batch_size
-    fid_interval, log_interval = args.fid_interval, args.log_interval
-    snapshot_interval = args.snapshot_interval
-    if fid_interval % log_interval:
+    if args.fid_interval % args.log_interval:
         raise ValueError('--fid-interval ({}) must be a multiple of --log-interval ({}) so each '
-                         'FID lands in a log entry'.format(fid_interval, log_interval))
-    snapshot_path = None
-    if resume:
-        runfolder.refuse_changed_options(out, runfolder.compare_options(options, stored_options),
-                                         '--iterations, --device, --data-dir, '
-                                         '--inception-weights and --no-progress')
-        snapshot_path = runfolder.newest_readable_snapshot(out)
-        done = int(runfolder.read_snapshot_value(snapshot_path, 'updater/iteration'))
-        if done >= iterations:
-            print('{}: the run is complete ({} of {} updates); nothing was changed (give '
-                  '--iterations N with N > {} to extend it)'.format(out, done, iterations, done),
-                  flush=True)
+                         'FID lands in a log entry'.format(args.fid_interval, args.log_interval))
+    if folder.resume:
+        folder.refuse_changed(options, MAY_CHANGE)
+        done = folder.find_snapshot('updater/iteration')
+        if folder.complete(done, iterations, 'updates', '--iterations'):
             return out
-    if args.fid_extractor == 'inception':
-        if args.inception_weights is None:
-            raise ValueError(fid_module._MISSING_WEIGHTS_HELP)
-        if not os.path.isfile(args.inception_weights):
-            raise RunError('--inception-weights {}: no such file; convert pytorch-fid\'s '
-                           'weights with `python -m mixnorm_chainer.reproduce.fid convert {} {}` (or use '
-                           '--fid-extractor small for offline tests)'.format(
-                               args.inception_weights, fid_module.PYTORCH_FID_WEIGHTS_FILE,
-                               args.inception_weights))
+    _check_inception_weights(args)
     device = runfolder.get_device(args.device)
     device.use()
-
-    images, data_text = gan_images(dataset, args.data_dir, args.input_size, args.train_limit)
-    if batch_size > len(images):
+    images, data_text = gan_images(args.dataset, args.data_dir, args.input_size,
+                                   args.train_limit)
+    if args.batch_size > len(images):
         raise RunError('--batch-size {} is larger than the training set ({} images); give a '
                        'smaller --batch-size or a larger --train-limit'.format(
-                           batch_size, len(images)))
+                           args.batch_size, len(images)))
+    # chainer's initializers draw from numpy's global generator: seeded for the networks, and
+    # for the whole training, so that any draw during it is seeded and resumable as well
+    with runfolder.seeded_numpy_random(args.seed):
+        trainer, gen = _trainer(args, setting, iterations, images, device, out)
+        extractor, real, real_time = _add_fid(trainer, args, gen, images, device, out)
+        _add_reports(trainer, args, iterations)
+        trainer.extend(runfolder.RandomStates({'numpy': runfolder.GLOBAL_NUMPY_RANDOM}))
+        for ext, trigger in extra_extensions:
+            trainer.extend(ext, trigger=trigger)
+        record = _setting_record(args, setting, options, iterations, images, data_text,
+                                 extractor, len(real), real_time, device)
+        if folder.resume:
+            folder.load(trainer)
+            if folder.stored.get('fid', {}).get('extractor') not in (None, extractor.name):
+                raise RunError('--resume: the FID extractor {} differs from the run\'s {}; '
+                               'resume with the same weights'.format(
+                                   extractor.name, folder.stored['fid']['extractor']))
+        record = folder.record(record, trainer.updater.iteration, device,
+                               {'iterations': iterations})
+        folder.write(record, dict(options, iterations=iterations, out=out))
+        print('{}: DCGAN ({}) on {}, {} updates, batch {}, width {}, FID ({}{}) every {} '
+              'updates on {} fake / {} real images, out {}{}'.format(
+                  setting.name, ','.join(setting.mn_layers) or 'BN', data_text, iterations,
+                  args.batch_size, args.width, extractor.name,
+                  '' if extractor.comparable else ', NOT comparable to published FIDs',
+                  args.fid_interval, args.fid_samples, len(real), out,
+                  ', resumed at update {}'.format(trainer.updater.iteration)
+                  if folder.resume else ''), flush=True)
+        trainer.run()
+    return out
+
+
+def _setting_record(args, setting, options, iterations, images, data_text, extractor, n_real,
+                    real_time, device):
+    """The ``setting.json`` record of a new GAN run."""
+    return {'setting': setting.to_dict(), 'dataset': args.dataset, 'data': data_text,
+            'iterations': iterations, 'batch_size': args.batch_size,
+            'image_size': images.shape[2], 'channels': images.shape[1], 'width': args.width,
+            'n_train': len(images),
+            'fid': {'extractor': extractor.name, 'kind': args.fid_extractor,
+                    'comparable_to_published': bool(extractor.comparable),
+                    'interval': args.fid_interval, 'n_fake': args.fid_samples,
+                    'n_real': n_real, 'real_statistics_seconds': real_time},
+            'log_interval': args.log_interval, 'snapshot_interval': args.snapshot_interval,
+            'seed': args.seed, 'device': str(device), 'argv': sys.argv,
+            'versions': runfolder.software_versions(), 'options': options}
+
+
+def _check_inception_weights(args):
+    """The 'inception' extractor needs its converted weights (a one-line error otherwise)."""
+    from mixnorm_chainer.reproduce import fid_inception
+    if args.fid_extractor != 'inception':
+        return
+    if args.inception_weights is None:
+        raise ValueError(fid_inception.MISSING_WEIGHTS_HELP)
+    if not os.path.isfile(args.inception_weights):
+        raise RunError('--inception-weights {}: no such file; convert pytorch-fid\'s weights '
+                       'with `python -m mixnorm_chainer.reproduce.fid convert {} {}` (or use '
+                       '--fid-extractor small for offline tests)'.format(
+                           args.inception_weights, fid_inception.PYTORCH_FID_WEIGHTS_FILE,
+                           args.inception_weights))
+
+
+def _trainer(args, setting, iterations, images, device, out):
+    """The networks, their optimizers and the trainer (in ``out``); returns it and the
+    generator."""
     size, channels = images.shape[2], images.shape[1]
-    numpy.random.seed(args.seed)            # chainer's initializers draw from numpy's RNG
     gen = Generator(mn_layers=setting.mn_layers, n_components=setting.n_components,
                     em_iters=setting.em_iters, image_size=size, out_channels=channels,
                     ch=args.width, seed=args.seed)
@@ -318,72 +357,43 @@ def run(args, setting, extra_extensions=()):
     dis.to_device(device)
     opt_gen = make_adam(gen, alpha=setting.lr)
     opt_dis = make_adam(dis, alpha=setting.lr)
-
-    train_iter = chainer.iterators.SerialIterator(images, batch_size,
+    train_iter = chainer.iterators.SerialIterator(images, args.batch_size,
                                                   order_sampler=ResumableShuffle(args.seed))
     updater = GANUpdater(train_iter, gen, dis, opt_gen, opt_dis, device, seed=args.seed)
-    trainer = training.Trainer(updater, (iterations, 'iteration'), out=out)
+    return training.Trainer(updater, (iterations, 'iteration'), out=out), gen
 
-    extractor = fid_module.get_extractor(
-        args.fid_extractor, weights=args.inception_weights,
-        device=None if device.xp is numpy else device)
+
+def _add_fid(trainer, args, gen, images, device, out):
+    """The FID evaluation (its extractor and the real images' statistics); returns the
+    extractor, the real images and the seconds their statistics took."""
+    from mixnorm_chainer.reproduce import fid
+    extractor = fid.get_extractor(args.fid_extractor, weights=args.inception_weights,
+                                  device=None if device.xp is numpy else device)
     real = images if not args.fid_real_samples else images[:args.fid_real_samples]
     start = time.perf_counter()
-    scorer = fid_module.FIDScorer(extractor, real, batch_size=args.fid_batch_size)
+    scorer = fid.FIDScorer(extractor, real, batch_size=args.fid_batch_size)
     real_time = time.perf_counter() - start
     trainer.extend(FIDEvaluation(gen, scorer, args.fid_samples, out,
                                  batch_size=args.fid_batch_size, seed=args.seed),
-                   trigger=(fid_interval, 'iteration'))
-    trainer.extend(extensions.LogReport(trigger=(log_interval, 'iteration'), filename='log.json'))
+                   trigger=(args.fid_interval, 'iteration'))
+    return extractor, real, real_time
+
+
+def _add_reports(trainer, args, iterations):
+    """The log, printed and plotted reports, the progress bar and the snapshots."""
+    trainer.extend(extensions.LogReport(trigger=(args.log_interval, 'iteration'),
+                                        filename='log.json'))
     interactive = runfolder.interactive()
     trainer.extend(extensions.PrintReport(
         ['iteration', 'gen/loss', 'dis/loss', FID_KEY, 'time/update', 'elapsed_time'],
         out=sys.stdout if interactive else runfolder.PlainStdout()))
     if extensions.PlotReport.available():
         trainer.extend(runfolder.plot_report(list(LOSS_KEYS), 'iteration', filename='loss.png',
-                                             trigger=(fid_interval, 'iteration')))
+                                             trigger=(args.fid_interval, 'iteration')))
     if not args.no_progress and interactive:
         trainer.extend(extensions.ProgressBar(update_interval=10))
     trainer.extend(runfolder.Snapshot('snapshot_iter_{.updater.iteration}'),
-                   trigger=_final_or_every(snapshot_interval, iterations))
-    trainer.extend(runfolder.RandomStates({'numpy': runfolder.GLOBAL_NUMPY_RANDOM}))
-    for ext, trigger in extra_extensions:
-        trainer.extend(ext, trigger=trigger)
-
-    record = {'setting': setting.to_dict(), 'dataset': dataset, 'data': data_text,
-              'iterations': iterations, 'batch_size': batch_size, 'image_size': size,
-              'channels': channels, 'width': args.width, 'n_train': len(images),
-              'fid': {'extractor': extractor.name, 'kind': args.fid_extractor,
-                      'comparable_to_published': bool(extractor.comparable),
-                      'interval': fid_interval, 'n_fake': args.fid_samples,
-                      'n_real': len(real), 'real_statistics_seconds': real_time},
-              'log_interval': log_interval, 'snapshot_interval': snapshot_interval,
-              'seed': args.seed, 'device': str(device), 'argv': sys.argv,
-              'versions': runfolder.software_versions(), 'options': options}
-    if resume:
-        runfolder.load_snapshot(trainer, snapshot_path)
-        if stored.get('fid', {}).get('extractor') not in (None, extractor.name):
-            raise RunError('--resume: the FID extractor {} differs from the run\'s {}; resume '
-                           'with the same weights'.format(extractor.name,
-                                                          stored['fid']['extractor']))
-        history = stored.get('resumed', [])
-        history.append({'from': os.path.basename(snapshot_path),
-                        'iteration': int(updater.iteration), 'iterations': iterations,
-                        'device': str(device), 'argv': sys.argv,
-                        'versions': runfolder.software_versions()})
-        record = dict(stored, iterations=iterations, resumed=history)
-    runfolder.create(out, force)
-    runfolder.write_json(os.path.join(out, 'setting.json'), record)
-    runfolder.write_chainerui_files(out, dict(options, iterations=iterations, out=out))
-    print('{}: DCGAN ({}) on {}, {} updates, batch {}, width {}, FID ({}{}) every {} updates '
-          'on {} fake / {} real images, out {}{}'.format(
-              setting.name, ','.join(setting.mn_layers) or 'BN', data_text, iterations,
-              batch_size, args.width, extractor.name,
-              '' if extractor.comparable else ', NOT comparable to published FIDs',
-              fid_interval, args.fid_samples, len(real), out,
-              ', resumed at update {}'.format(updater.iteration) if resume else ''), flush=True)
-    trainer.run()
-    return out
+                   trigger=_final_or_every(args.snapshot_interval, iterations))
 
 
 # -- reading runs --------------------------------------------------------------------------
@@ -443,8 +453,9 @@ def summarize(directories, out=None):
             updates = max([e['iteration'] for e in r.log], default=0)
             p = r.setting['paper']
             print('{:<16} {:>7} {:>6} {:>9} {:>8} | {:>9} {:>8}   {}'.format(
-                r.name, updates, fid_series(r)[0].size, _fmt(best), _fmt(at, '{:d}'),
-                _fmt(p.get('best_fid')), _fmt(p.get('best_fid_step'), '{:.3g}'),
+                r.name, updates, fid_series(r)[0].size, format_value(best),
+                format_value(at, '{:d}'), format_value(p.get('best_fid')),
+                format_value(p.get('best_fid_step'), '{:.3g}'),
                 extractor_text(r)), file=out)
         by_name = {r.name: r for r in members}
         rows = []
@@ -466,15 +477,16 @@ def summarize(directories, out=None):
                 p_red = (100.0 * (1.0 - p['steps_to_baseline'] / bp['best_fid_step'])
                          if p.get('steps_to_baseline') and bp.get('best_fid_step') else None)
                 print('{:<16} {:<16} {:>9} {:>8} {:>8} {:>10} | {:>8} {:>8} {:>10}'.format(
-                    r.name, base, _fmt(target), base_at, _fmt(steps, '{:d}'),
-                    _fmt(reduction, '{:.0f}%'), _fmt(bp.get('best_fid_step'), '{:.3g}'),
-                    _fmt(p.get('steps_to_baseline'), '{:.3g}'), _fmt(p_red, '{:.0f}%')),
-                    file=out)
+                    r.name, base, format_value(target), base_at, format_value(steps, '{:d}'),
+                    format_value(reduction, '{:.0f}%'),
+                    format_value(bp.get('best_fid_step'), '{:.3g}'),
+                    format_value(p.get('steps_to_baseline'), '{:.3g}'),
+                    format_value(p_red, '{:.0f}%')), file=out)
     return runs
 
 
 def csv_rows(runs):
-    """One row per GAN run for ``mixnorm-exp summarize --csv`` (runner.CSV_FIELDS)."""
+    """One row per GAN run for ``mixnorm-exp summarize --csv`` (reports.CSV_FIELDS)."""
     by_name = {(r.name, r.dataset): r for r in runs}
     rows = []
     for r in runs:

@@ -11,7 +11,8 @@ The strategies compared by :func:`evaluate_strategies` (and ``mixnorm-exp evalua
 * ``'printed'``: the same queue with Eq. 38 as printed (``inference='printed'``).
 * ``'pool'``: the pool strategy. A link built with ``pool_rows`` > 0 keeps that many rows of
   each of the last T training batches (:class:`~mixnorm_chainer.MixtureNormalization`);
-  :func:`pool_fit` fits one mixture to them (Eq. 26-31) and :func:`store_mixture` makes it the
+  :func:`pool_fit` fits one mixture to them (Eq. 26-31) and
+  :func:`~mixnorm_chainer.reproduce.refit.store_mixture` makes it the
   queue's only entry.
 * ``'recompute'``: like "precise BN": with the final weights, forward N training batches in
   test mode, fit each MN layer's mixture to its inputs and store it (:func:`recompute`).
@@ -27,7 +28,10 @@ Every strategy of :func:`evaluate_strategies` runs on a deep copy of the model, 
 queues, pools, random generators and BN running averages are unchanged. BN layers are left as
 they are by every strategy (their running averages are not recomputed).
 
-CLI (wired into ``mixnorm-exp`` by :mod:`mixnorm_chainer.reproduce.runner`; also
+The mixtures are refitted by :mod:`mixnorm_chainer.reproduce.refit`; a run's model and data
+are rebuilt from its folder by :mod:`mixnorm_chainer.reproduce.trained_run`.
+
+Commands (wired into ``mixnorm-exp`` by :mod:`mixnorm_chainer.reproduce.runner`; also
 ``python -m mixnorm_chainer.reproduce.inference``):
 
     mixnorm-exp recompute RUN [--batches N] [--rows-per-batch R] [--snapshot FILE]
@@ -43,288 +47,28 @@ import sys
 
 import chainer
 import chainer.functions as F
-import numpy
-from chainer.backend import get_array_module
-from chainer.backends import cuda
 
-from mixnorm_chainer.functions import (
-    ComponentStatistics,
-    component_statistics,
-    compute_dtype,
-    to_rows,
+from mixnorm_chainer.reproduce import runfolder, seeds
+from mixnorm_chainer.reproduce.arguments import ArgumentParser, positive_int, run_command
+from mixnorm_chainer.reproduce.refit import (
+    mn_links,
+    pool_fit,
+    predictor_of,
+    recompute,
+    short_name,
 )
-from mixnorm_chainer.gmm import GaussianMixture, centering_shift, fit_gmm, rows_problem
-from mixnorm_chainer.links import MixtureNormalization, pool_indices, pool_memory_bytes
-from mixnorm_chainer.queue import push
-from mixnorm_chainer.reproduce import builders, registry, runfolder, seeds
+from mixnorm_chainer.reproduce.trained_run import (
+    evaluation_batches,
+    load_run,
+    save_model,
+    snapshot_path,
+    training_batches,
+)
 
 #: the strategies of :func:`evaluate_strategies`, in the order of the tables
 STRATEGIES = ('queue', 'printed', 'pool', 'recompute', 'train-mode')
 #: default number of training batches of ``recompute`` and the 'recompute' strategy
 DEFAULT_BATCHES = 20
-
-
-# -- the MN layers of a model --------------------------------------------------------------
-
-def short_name(name):
-    """A link path without the leading ``/`` and an ``L.Classifier``'s ``predictor/``."""
-    name = name.lstrip('/')
-    return name[len('predictor/'):] if name.startswith('predictor/') else name
-
-
-def mn_links(model):
-    """``{name: link}`` of the :class:`~mixnorm_chainer.MixtureNormalization` links of a model,
-    named by their ``model.namedlinks()`` path (e.g. ``'/predictor/conv3_norm'``)."""
-    return {name: link for name, link in model.namedlinks(skipself=True)
-            if isinstance(link, MixtureNormalization)}
-
-
-# -- one mixture from rows -------------------------------------------------------------------
-
-def fit_to_rows(link, rows, seed=0, kmeans_iters=None, em_iters=None):
-    """Fit the link's mixture to ``rows`` (m, C) and take the Eq. 35-36 statistics of the rows.
-
-    The GMM is fitted by :func:`~mixnorm_chainer.fit_gmm` (k-means++, k-means, EM, pruning;
-    Eq. 26-31) with the link's K, ``reg_covar`` and ``min_weight``, on all rows (no
-    ``sample_fraction``); ``kmeans_iters`` / ``em_iters`` are fit_gmm's (default: the link's
-    split of its "EM iter.", ``link.kmeans_iters`` / ``link.gmm_em_iters``), ``seed`` the
-    k-means++ draws (an int or a ``numpy.random.Generator``; the link's generator is not used).
-    The statistics are the training transform's (Eq. 35-36) under the fit's responsibilities nu
-    (Eq. 31): ``lambda_k = mean_i nu_ik``, ``mu_k = nuhat_k^T x``,
-    ``sigma_k^2 = nuhat_k^T (x - mu_k)^2`` (biased: divided by ``sum_i nu_ik``, no eps).
-
-    Returns:
-        ``(fit, statistics)``: the :class:`~mixnorm_chainer.GaussianMixture` and a
-        :class:`~mixnorm_chainer.ComponentStatistics` (means in float64), as a training step
-        would push them onto the queue (:func:`store_mixture`).
-    """
-    xp = get_array_module(rows)
-    rows = xp.asarray(rows)
-    if rows.ndim != 2 or rows.shape[1] != link.size or rows.shape[0] < 1:
-        raise ValueError(f'fit_to_rows: expected rows of shape (m, {link.size}) with m >= 1 for '
-                         f'a layer of {link.size} channels; got shape {rows.shape}')
-    if rows.dtype.kind != 'f':
-        raise ValueError(f'fit_to_rows: rows must be floating point; got dtype {rows.dtype}')
-    rows = rows.astype(compute_dtype(rows.dtype), copy=False)
-    problem = rows_problem(rows, link.reg_covar)
-    if problem is not None:
-        raise ValueError(f'fit_to_rows: {problem}; the mixture cannot be fitted to these rows')
-    fit = fit_gmm(rows, link.n_components,
-                  kmeans_iters=link.kmeans_iters if kmeans_iters is None else kmeans_iters,
-                  em_iters=link.gmm_em_iters if em_iters is None else em_iters, seed=seed,
-                  min_weight=link.min_weight, reg_covar=link.reg_covar, check_finite=False)
-    return fit, rows_statistics(rows, fit.responsibilities(rows))
-
-
-def rows_statistics(rows, nu):
-    """Eq. 35-36 of rows (m, C) under responsibilities nu (m, K), as the training transform
-    computes them (centred on :func:`~mixnorm_chainer.gmm.centering_shift` when the rows are
-    far off-centre): a :class:`~mixnorm_chainer.ComponentStatistics`, means in float64."""
-    nu = nu.astype(rows.dtype, copy=False)
-    shift = centering_shift(rows)
-    lam, _, mu_s, var = component_statistics(rows if shift is None else rows - shift, nu)
-    means = mu_s.astype(numpy.float64)
-    if shift is not None:
-        means += shift.astype(numpy.float64)
-    return ComponentStatistics(lam, means, var)
-
-
-def store_mixture(link, fit, statistics):
-    """Make ``(fit, statistics)`` the link's whole queue: one entry, ``queue_count = 1``.
-
-    Test mode (Eq. 38-39 with T' = 1, tau = 1) then normalizes every batch with this mixture:
-    the posteriors rho are the fit's nu (Eq. 31), the factors the statistics' (Eq. 34-35).
-    ``fit``: a :class:`~mixnorm_chainer.GaussianMixture` or ``(weights, means, variances)``;
-    ``statistics``: ``(lambda, mu, sigma^2)`` (:func:`fit_to_rows` returns both). At most the
-    link's K components (pruned ones are stored with weight 0). The link's pool, random
-    generator and options are not touched.
-    """
-    if isinstance(fit, GaussianMixture):
-        means = fit.centred_means.astype(numpy.float64)
-        if fit.center is not None:
-            means = means + fit.center.astype(numpy.float64)
-        fit = (fit.weights, means, fit.variances)
-    mixtures = []
-    for what, mixture in (('fit', fit), ('statistics', statistics)):
-        weights, means, variances = (link.device.send(a).astype(numpy.float64)
-                                     for a in mixture)
-        K = weights.shape[0]
-        if (weights.ndim != 1 or not 1 <= K <= link.n_components
-                or means.shape != (K, link.size) or variances.shape != (K, link.size)):
-            raise ValueError(f'store_mixture: the {what} must be (K,), (K, C), (K, C) with '
-                             f'K <= {link.n_components} and C = {link.size}; got '
-                             f'{weights.shape}, {means.shape}, {variances.shape}')
-        mixtures.append((weights, means, variances))
-    for names, mixture in ((link._fit_queue, mixtures[0]),
-                           (link._statistics_queue, mixtures[1])):
-        queue = [getattr(link, name) for name in names]
-        for q, fill in zip(queue, (0, 0, 1)):
-            q[...] = fill
-        push(queue, mixture)
-    link.queue_count = 1
-
-
-# -- the row pool (Section 3.2's first strategy) --------------------------------------------
-
-def pool_rows_of(link):
-    """The rows in the link's pool, all filled entries concatenated oldest first (n, C)."""
-    if not link.pool_rows or not link.pool_count:
-        raise ValueError('the MN layer keeps no row pool{}: build it with pool_rows > 0 '
-                         '(mixnorm-exp run --mn-option pool_rows=N) and train'.format(
-                             '' if link.pool_rows else ' (pool_rows=0)'))
-    sizes = cuda.to_cpu(link.pool_sizes)
-    T = link.queue_length
-    return link.xp.concatenate([link.pool[t, :int(sizes[t])]
-                                for t in range(T - link.pool_count, T)])
-
-
-def pool_fit(link, seed=0):
-    """The pool strategy: fit one mixture to the link's pool (:func:`pool_rows_of`,
-    :func:`fit_to_rows`) and make it the link's queue (:func:`store_mixture`). Changes the
-    link's queue in place (use a copy of the model to keep it, as :func:`evaluate_strategies`
-    does). Returns ``(fit, statistics)``."""
-    fit, statistics = fit_to_rows(link, pool_rows_of(link), seed=seed)
-    store_mixture(link, fit, statistics)
-    return fit, statistics
-
-
-# -- recompute ("precise BN" for MN) --------------------------------------------------------
-
-class _Stop(Exception):
-    """Raised by :class:`_InputCapture` to end a forward pass once it has what it needs."""
-
-
-class _InputCapture(chainer.LinkHook):
-    """Collects the input rows of the ``targets`` ({name: link}) links (unless ``keep`` is
-    False) and ends the forward pass (:class:`_Stop`) once every target (``stop='all'``) or
-    the first one (``stop='first'``) has been reached in it."""
-
-    name = 'mixnorm_inference_capture'
-
-    def __init__(self, targets, rows_per_batch=None, keep=True, stop='all'):
-        self.names = {id(link): name for name, link in targets.items()}
-        self.rows = {name: [] for name in targets}
-        self.rows_per_batch = rows_per_batch
-        self.keep, self.stop = keep, stop
-        self.reached = []
-
-    def forward_preprocess(self, args):
-        name = self.names.get(id(args.link))
-        if name is None:
-            return
-        self.reached.append(name)
-        if self.keep:
-            x = args.args[0] if args.args else next(iter(args.kwargs.values()))
-            xa = x.array if isinstance(x, chainer.Variable) else x
-            rows = to_rows(xa).astype(compute_dtype(xa.dtype), copy=False)
-            if self.rows_per_batch:
-                rows = rows[get_array_module(rows).asarray(
-                    pool_indices(rows.shape[0], self.rows_per_batch))]
-            self.rows[name].append(rows)
-        if self.stop == 'first' or set(self.reached) >= set(self.rows):
-            raise _Stop
-
-
-def _inputs(batch):
-    """x of a batch given as ``(x, t)`` (what ``concat_examples`` returns) or as x."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def _predictor(model):
-    return getattr(model, 'predictor', model)
-
-
-def _forward_until(model, batch, capture):
-    """Forward the batch's x through the model's predictor in test mode, no graph, with the
-    capture hook, until the capture has what it needs."""
-    capture.reached = []
-    with chainer.using_config('train', False), chainer.no_backprop_mode(), capture:
-        try:
-            _predictor(model)(_inputs(batch))
-        except _Stop:
-            pass
-
-
-def gather_inputs(model, batches, layer_names, rows_per_batch=None):
-    """The input rows of MN layers over batches, in test mode: ``{name: rows (m, C)}``.
-
-    Each batch's x (``(x, t)`` pairs or arrays, on the model's device) goes through the model's
-    predictor (``model.predictor`` of an ``L.Classifier``, else the model) with
-    ``chainer.config.train = False`` and no graph; the inputs of the links named in
-    ``layer_names`` (:func:`mn_links` names; any link works) are captured by a link hook as
-    rows (``to_rows``: N*H*W rows of C channels per batch, in the compute dtype) and
-    concatenated over the batches. ``rows_per_batch``: keep only that many rows of each batch
-    and layer (:func:`~mixnorm_chainer.links.pool_indices`; no random draws). A forward pass
-    ends once every named layer has been reached (the layers after them are not run; a link
-    called twice in one forward pass is captured once). Nothing in the model changes.
-    """
-    if isinstance(layer_names, str):
-        layer_names = [layer_names]
-    links = dict(model.namedlinks(skipself=True))
-    unknown = [name for name in layer_names if name not in links]
-    if unknown:
-        raise ValueError('gather_inputs: no link named {}; the MN layers are {}'.format(
-            ', '.join(map(repr, unknown)), ', '.join(mn_links(model)) or 'none'))
-    capture = _InputCapture({name: links[name] for name in layer_names}, rows_per_batch)
-    n = 0
-    for batch in batches:
-        _forward_until(model, batch, capture)
-        n += 1
-    missing = [name for name, rows in capture.rows.items() if not rows]
-    if n == 0 or missing:
-        raise ValueError('gather_inputs: {}; give at least one batch whose forward pass reaches '
-                         'the layers'.format('no batches' if n == 0 else 'the forward pass '
-                                             'never reached ' + ', '.join(missing)))
-    xp = get_array_module(capture.rows[layer_names[0]][0])
-    return {name: rows[0] if len(rows) == 1 else xp.concatenate(rows)
-            for name, rows in capture.rows.items()}
-
-
-def _first_reached(model, batch, candidates):
-    """The name of the first of the ``candidates`` links the batch's forward pass reaches
-    (the pass stops there), or None."""
-    capture = _InputCapture(candidates, keep=False, stop='first')
-    _forward_until(model, batch, capture)
-    return capture.reached[0] if capture.reached else None
-
-
-def recompute(model, batches, n_batches=None, rows_per_batch=None, seed=0):
-    """Recompute every MN layer's mixture from training batches with the final weights.
-
-    MN's "precise BN": the first ``n_batches`` of ``batches`` (``(x, t)`` pairs or arrays on
-    the model's device; default all) go through the model in test mode without a graph, each MN
-    layer's input rows are gathered (:func:`gather_inputs`), one mixture is fitted to them
-    (:func:`fit_to_rows` with ``seed``) and stored as the layer's queue (:func:`store_mixture`).
-    Layers are recomputed in forward order, one gathering pass each: the first MN layer the
-    forward pass reaches, then the next with the earlier ones already recomputed, so each
-    layer's mixture is fitted to the inputs it will see at test time. A gathering pass stops at
-    the layer it gathers, so no MN layer that is not yet recomputed runs in test mode (the
-    queues may be empty). BN layers are left alone (their running averages are kept).
-
-    Changes the model's MN queues in place (work on a copy to keep them). Returns ``{name:
-    {'batches': n, 'rows': m, 'channels': C, 'bytes': memory of the gathered rows,
-    'components': K after pruning}}`` in forward order; MN layers the forward pass never
-    reaches are not changed and not listed.
-    """
-    batches = list(batches)[:n_batches]
-    if not batches:
-        raise ValueError('recompute: no training batches given; give at least one')
-    remaining = mn_links(model)
-    if not remaining:
-        raise ValueError('nothing to recompute: the model has no MN layers')
-    done = {}
-    while remaining:
-        name = _first_reached(model, batches[0], remaining)
-        if name is None:
-            break
-        link = remaining.pop(name)
-        rows = gather_inputs(model, batches, [name], rows_per_batch)[name]
-        fit, statistics = fit_to_rows(link, rows, seed=seed)
-        store_mixture(link, fit, statistics)
-        done[name] = {'batches': len(batches), 'rows': int(rows.shape[0]),
-                      'channels': int(rows.shape[1]), 'bytes': int(rows.nbytes),
-                      'components': fit.n_components}
-    return done
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -351,7 +95,7 @@ def evaluate(model, batches, train_mode_mn=False):
     total = {'loss': 0.0, 'accuracy': 0.0, 'n': 0}
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         for x, t in batches:
-            loss, accuracy = _loss_and_accuracy(model, _predictor(model)(x), t)
+            loss, accuracy = _loss_and_accuracy(model, predictor_of(model)(x), t)
             n = int(t.shape[0])
             total['loss'] += loss * n
             total['accuracy'] += accuracy * n
@@ -379,7 +123,7 @@ def pool_problem(model):
     if without:
         return ('no row pool: {} built with pool_rows=0 (train with --mn-option '
                 'pool_rows=N)'.format(', '.join(map(short_name, without))))
-    empty = [name for name, link in links.items() if not link.pool_count]
+    empty = [name for name, link in links.items() if not link.pool.count]
     if empty:
         return 'the row pool of {} is empty (no training step since it was built)'.format(
             ', '.join(map(short_name, empty)))
@@ -413,7 +157,7 @@ def evaluate_strategies(model, test_batches, train_batches=None, strategies=STRA
             ', '.join(map(repr, unknown)), ', '.join(STRATEGIES)))
     test_batches = list(test_batches)
     links = mn_links(model)
-    empty = [short_name(name) for name, link in links.items() if not link.queue_count]
+    empty = [short_name(name) for name, link in links.items() if not link.queue.count]
     results = {}
     for strategy in strategies:
         if strategy != 'queue' and not links:
@@ -440,9 +184,8 @@ def evaluate_strategies(model, test_batches, train_batches=None, strategies=STRA
         elif strategy == 'pool':
             extra['pool'] = {}
             for name, link in mn_links(work).items():
-                extra['pool'][name] = {'rows': int(pool_rows_of(link).shape[0]), 'bytes':
-                                       pool_memory_bytes(link.queue_length, link.pool_rows,
-                                                         link.size)}
+                extra['pool'][name] = {'rows': int(link.pool.kept_rows().shape[0]),
+                                       'bytes': link.pool.memory_bytes}
                 pool_fit(link, seed=seed)
         elif strategy == 'recompute':
             extra['recomputed'] = recompute(work, train_batches, n_batches, rows_per_batch,
@@ -452,137 +195,7 @@ def evaluate_strategies(model, test_batches, train_batches=None, strategies=STRA
     return results
 
 
-# -- run folders (the CLI) -------------------------------------------------------------------
-
-class RunData:
-    """A trained run rebuilt from its folder (:func:`load_run`)."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-
-def load_run(folder, snapshot=None, device='@numpy', data_dir=None, need_mn=False):
-    """Rebuild the model of a ``mixnorm-exp run`` folder from a snapshot, with its data.
-
-    ``snapshot``: a snapshot file (a path, or a name in ``folder``); default the newest readable
-    ``snapshot_epoch_N``. The model is ``builders.build_model`` of the run's setting, dataset
-    classes, seed and MN options (``setting.json``), with the model part of the trainer snapshot
-    loaded. ``need_mn``: a run without MN layers is an error. One-line :class:`RunError` for
-    a folder that holds no run, no snapshot, a DCGAN run or a snapshot that does not fit.
-    """
-    record_path = os.path.join(folder, 'setting.json')
-    if not os.path.isfile(record_path):
-        inside = seeds.expand_run_dirs([folder])
-        if inside != [folder]:
-            raise runfolder.RunError('{} holds the runs of several seeds ({}); give one of them'
-                                     .format(folder, ', '.join(os.path.basename(d)
-                                                               for d in inside)))
-        raise runfolder.RunError('{} is not a run folder (no setting.json); give a folder written '
-                                 'by `mixnorm-exp run`'.format(folder))
-    record = runfolder.read_json(record_path, 'setting.json')
-    if not isinstance(record, dict) or not isinstance(record.get('setting'), dict) \
-            or 'name' not in record['setting']:
-        raise runfolder.RunError('{} has no setting record; it was not written by mixnorm-exp '
-                                 'run'.format(record_path))
-    setting = registry.get(record['setting']['name'])
-    if setting.model == 'dcgan':
-        raise runfolder.RunError('{} is a DCGAN run ({}); recompute and evaluate handle '
-                                 'classification runs only'.format(folder, setting.name))
-    if need_mn and not setting.is_mn:
-        raise runfolder.RunError('nothing to recompute: the run {} ({}) has no MN layers'.format(
-            folder, setting.name))
-    options = dict(record.get('options') or {})
-    for key in ('dataset', 'batch_size', 'seed'):          # folders of older versions
-        if key not in options and key in record:
-            options[key] = record[key]
-    dataset = options.get('dataset') or setting.dataset
-    seed = int(options.get('seed') or 0)
-    # a ChainerMN run: every rank's snapshot holds the model (rank 0's is read)
-    path = _snapshot_path(folder, snapshot, '_rank0' if record.get('communicator') else '')
-    device = runfolder.get_device(device)
-    train, test, n_classes = builders.load_data(dataset, data_dir, options.get('input_size'),
-                                                seed)
-    if options.get('train_limit'):
-        train = train[:options['train_limit']]
-    if options.get('test_limit'):
-        test = test[:options['test_limit']]
-    numpy.random.seed(seed)           # as mixnorm-exp run (the weights are loaded anyway)
-    model = builders.build_model(setting, n_classes, seed=seed,
-                                 mn_options=options.get('mn_options'))
-    try:
-        chainer.serializers.load_npz(path, model, path='updater/model:main/')
-    except KeyError as e:
-        raise runfolder.RunError('snapshot {} does not fit the run\'s model (it has no {}); was '
-                                 'it written by another setting or version?'.format(
-                                     path, e.args[0] if e.args else e)) from None
-    except ValueError as e:
-        raise runfolder.RunError('snapshot {} does not fit the run\'s model ({})'.format(
-            path, ' '.join(str(e).split()))) from None
-    device.use()
-    model.to_device(device)
-    return RunData(folder=folder, record=record, options=options, setting=setting,
-                   dataset=dataset, seed=seed, snapshot=path, device=device, model=model,
-                   train=train, test=test, n_classes=n_classes,
-                   batch_size=int(options.get('batch_size') or setting.batch_size),
-                   test_batch_size=int(options.get('test_batch_size') or 500))
-
-
-def _snapshot_path(folder, snapshot, suffix=''):
-    if snapshot is not None:
-        for path in (snapshot, os.path.join(folder, snapshot)):
-            if os.path.isfile(path):
-                return path
-        raise runfolder.RunError('--snapshot {}: no such file (neither as given nor in {})'
-                                 .format(snapshot, folder))
-    if not runfolder.snapshot_files(folder, suffix):
-        raise runfolder.RunError('{} holds no snapshot (snapshot_epoch_N{}); train the run first '
-                                 '(mixnorm-exp run, or --resume it)'.format(folder, suffix))
-    try:
-        return runfolder.newest_readable_snapshot(folder, suffix)
-    except runfolder.RunError:
-        raise runfolder.RunError('{} holds no readable snapshot (all damaged); give one with '
-                                 '--snapshot or rerun'.format(folder)) from None
-
-
-def training_batches(run, n_batches, device=None):
-    """The first ``n_batches`` full batches (the run's batch size) of the run's training set in
-    the order of ``default_rng(seed).permutation``, without augmentation, as ``(x, t)`` on
-    the run's device (fewer when the training set holds fewer full batches)."""
-    size = run.batch_size
-    available = len(run.train) // size
-    if available == 0:
-        raise runfolder.RunError('the training set ({} images) is smaller than the run\'s batch '
-                                 'size {}'.format(len(run.train), size))
-    order = numpy.random.default_rng(run.seed).permutation(len(run.train))
-    return [chainer.dataset.concat_examples(
-        [run.train[int(i)] for i in order[b * size:(b + 1) * size]], device or run.device)
-        for b in range(min(n_batches, available))]
-
-
-def evaluation_batches(run, device=None):
-    """The run's test set in order, in batches of its test batch size, as ``(x, t)``."""
-    size = run.test_batch_size
-    return [chainer.dataset.concat_examples(
-        [run.test[i] for i in range(start, min(start + size, len(run.test)))],
-        device or run.device) for start in range(0, len(run.test), size)]
-
-
-def save_model(model, path):
-    """``save_npz(path, model)`` written atomically (a hidden temporary file, fsync,
-    ``os.replace``); loadable with ``chainer.serializers.load_npz(path, model)``."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder or '.', '.{}.tmp'.format(name))
-    try:
-        with open(tmp, 'wb') as f:
-            chainer.serializers.save_npz(f, model)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
+# -- the commands --------------------------------------------------------------------------
 
 def _mib(n):
     return '{:.1f} MiB'.format(n / 2 ** 20)
@@ -618,7 +231,7 @@ def main_evaluate(args, out=None):
         if not os.path.isfile(os.path.join(folder, 'setting.json')):
             raise runfolder.RunError('{} is not a run folder (no setting.json); give folders '
                                      'written by `mixnorm-exp run`'.format(folder))
-        _snapshot_path(folder, None)
+        snapshot_path(folder, None)
         records.append(dict(runfolder.read_json(os.path.join(folder, 'setting.json'),
                                                 'setting.json'), dir=folder))
     seeds.group_variants(records)                   # one run per variant and seed
@@ -683,17 +296,7 @@ def _json_result(result):
     return out
 
 
-# -- argument parsing ------------------------------------------------------------------------
-
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError('{!r} is not an integer'.format(text)) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError('must be a positive integer (>= 1); got {}'.format(text))
-    return value
-
+# -- the command line ------------------------------------------------------------------------
 
 def strategy_list(text):
     """``'queue,pool'`` -> ``['queue', 'pool']``, each one of :data:`STRATEGIES`."""
@@ -706,11 +309,11 @@ def strategy_list(text):
 
 
 def _common_arguments(p):
-    p.add_argument('--batches', type=_positive_int, default=DEFAULT_BATCHES,
+    p.add_argument('--batches', type=positive_int, default=DEFAULT_BATCHES,
                    help='training batches (the run\'s batch size, fixed seeded order, no '
                    'augmentation) the mixtures are recomputed from (default {})'.format(
                        DEFAULT_BATCHES))
-    p.add_argument('--rows-per-batch', type=_positive_int,
+    p.add_argument('--rows-per-batch', type=positive_int,
                    help='keep only this many rows of each batch per MN layer (evenly spread; '
                    'default all N*H*W rows)')
     p.add_argument('--device', default='@numpy', help="chainer device: '@numpy', '@cupy:0'")
@@ -718,10 +321,9 @@ def _common_arguments(p):
                    '(as for mixnorm-exp run)')
 
 
-def add_parsers(subparsers):
-    """Add the ``recompute`` and ``evaluate`` subcommands to ``subparsers`` (of
-    ``mixnorm-exp``); each parser's default ``func`` is :func:`main_recompute` /
-    :func:`main_evaluate`. Returns the two parsers."""
+def add_recompute_parser(subparsers):
+    """Add the ``recompute`` command to ``subparsers`` (of ``mixnorm-exp``); its ``func`` is
+    :func:`main_recompute`."""
     r = subparsers.add_parser(
         'recompute', help="recompute a run's MN mixtures from training batches",
         description='Recompute the MN mixtures of a run from training batches in test mode '
@@ -732,6 +334,12 @@ def add_parsers(subparsers):
                    help='snapshot to start from (default: the newest readable snapshot_epoch_N)')
     _common_arguments(r)
     r.set_defaults(func=main_recompute)
+    return r
+
+
+def add_evaluate_parser(subparsers):
+    """Add the ``evaluate`` command to ``subparsers`` (of ``mixnorm-exp``); its ``func`` is
+    :func:`main_evaluate`."""
     e = subparsers.add_parser(
         'evaluate', help='test accuracy of the inference strategies of runs',
         description='Test accuracy (percent) of each inference strategy: {} (see '
@@ -743,21 +351,18 @@ def add_parsers(subparsers):
     e.add_argument('--json', metavar='FILE', help='also write the results per run to FILE')
     _common_arguments(e)
     e.set_defaults(func=main_evaluate)
-    return r, e
+    return e
 
 
 def main(argv=None):
-    """``python -m mixnorm_chainer.reproduce.inference recompute|evaluate ...`` (as ``mixnorm-exp``)."""
-    parser = runfolder.ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0])
-    add_parsers(parser.add_subparsers(dest='command', required=True))
+    """``python -m mixnorm_chainer.reproduce.inference recompute|evaluate ...`` (as
+    ``mixnorm-exp``)."""
+    parser = ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0])
+    subparsers = parser.add_subparsers(dest='command', required=True)
+    add_recompute_parser(subparsers)
+    add_evaluate_parser(subparsers)
     args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except (KeyError, ValueError, OSError, RuntimeError) as e:
-        text = e.args[0] if isinstance(e, KeyError) and e.args else (str(e) or type(e).__name__)
-        print('mixnorm-exp: error: {}'.format(' '.join(str(text).split())), file=sys.stderr)
-        return 2
-    return 0
+    return run_command('mixnorm-exp', lambda: args.func(args))
 
 
 if __name__ == '__main__':

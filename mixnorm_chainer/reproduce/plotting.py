@@ -30,7 +30,7 @@ import sys
 
 import numpy
 
-from mixnorm_chainer.reproduce import seeds
+from mixnorm_chainer.reproduce import runfolder, seeds
 
 ACC_KEY = seeds.ACC_KEY
 BN_COLOR = 'tab:blue'
@@ -130,7 +130,7 @@ class Run:
     @property
     def label(self):
         label = self.setting.get('label') or self.name
-        options = seeds.options_of(self.record).get('mn_options') or {}
+        options = runfolder.options_of(self.record).get('mn_options') or {}
         label += ''.join(' {}={}'.format(k, options[k]) for k in sorted(options)
                          if k not in seeds.NEUTRAL_MN_OPTIONS)
         return label + (' ({} seeds)'.format(self.n_seeds) if self.seed_logs else '')
@@ -517,7 +517,6 @@ def run_main(prog, body, argv, parser):
     """Parse ``argv``, call ``body(args)`` -> (summary, lines), print the lines and return the
     summary; a :class:`FigureError`/missing file exits with status 2 and a one-line reason."""
     args = parser.parse_args(argv)
-    numpy.random.seed(args.seed)
     try:
         summary, lines = body(args)
     except (FigureError, FileNotFoundError) as e:

@@ -1,13 +1,24 @@
 """Run folders of ``mixnorm-exp run``: creating them without overwriting, resuming them exactly.
 
-Shared by :mod:`mixnorm_chainer.reproduce.runner` (classification) and :mod:`mixnorm_chainer.reproduce.gan`
-(DCGAN); it imports neither, so the dependency runs one way (runner -> gan -> runfolder).
+Shared by :mod:`mixnorm_chainer.reproduce.training` (classification) and
+:mod:`mixnorm_chainer.reproduce.gan` (DCGAN); it imports neither, so the dependency runs one way
+(training -> gan -> runfolder).
 
+* :class:`RunFolder` is one run's folder and the resume protocol both kinds of run follow:
+  :meth:`~RunFolder.open` checks ``--out`` (:func:`prepare`) and, for ``--resume``, reads the
+  run's ``setting.json`` record; :meth:`~RunFolder.fill_options` takes the options not given
+  from it, :meth:`~RunFolder.refuse_changed` refuses given ones that differ;
+  :meth:`~RunFolder.find_snapshot` finds the newest readable snapshot and reads how far the run
+  got, :meth:`~RunFolder.complete` says when there is nothing left to do;
+  :meth:`~RunFolder.load` loads the snapshot into the trainer; :meth:`~RunFolder.record` adds
+  the resume to the record's history and :meth:`~RunFolder.write` writes ``setting.json`` and
+  the ChainerUI files.
 * :func:`prepare` checks ``--out`` before anything is trained: a folder that already holds a
   run is refused unless ``--resume`` (continue it) or ``--force`` (replace its run files) is
   given; a file, or a place that cannot be written, is a one-line :class:`RunError`.
   :func:`create` makes the folder only when the run really starts, so a run that fails early
   (no CIFAR, bad options) leaves no empty folder behind.
+* :func:`options_of` reads the options a ``setting.json`` record holds (also for summaries).
 * :class:`Snapshot` writes the trainer's snapshot atomically (a hidden temporary file, fsync,
   ``os.replace``), so a SIGKILL never leaves a truncated newest snapshot; the two newest are
   kept. :func:`load_snapshot` loads the newest readable one and says in one line when it had
@@ -15,12 +26,12 @@ Shared by :mod:`mixnorm_chainer.reproduce.runner` (classification) and :mod:`mix
 * :class:`ResumableShuffle` (order sampler) and :class:`RandomStates` (an extension that puts
   random generators into the snapshot) make the data order and every other random draw part of
   the snapshot: a resumed run equals the uninterrupted run bit for bit.
-* :func:`compare_options` compares the options of a resumed run with the ones stored in
-  ``setting.json``; only those listed as safe may change.
+  :func:`seeded_numpy_random` lends numpy's global generator a seeded state for a block (model
+  building and training: chainer's initializers draw from it) and gives the caller's back.
 * :func:`write_json` writes JSON atomically; :func:`write_chainerui_files` writes the ``args``
   file and the ``log`` link that ChainerUI reads.
 """
-import argparse
+import contextlib
 import json
 import os
 import re
@@ -45,13 +56,6 @@ RUN_FILES = ('setting.json', 'log.json', 'log', 'args', 'recording.npz', 'loss.p
 class RunError(ValueError):
     """A user mistake about a run folder or its options; the message is one line saying what is
     wrong and what to do."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line: ``prog: error: message (see prog --help)``."""
-
-    def error(self, message):
-        self.exit(2, '{}: error: {} (see {} --help)\n'.format(self.prog, message, self.prog))
 
 
 # -- small shared helpers ------------------------------------------------------------------
@@ -256,7 +260,19 @@ def write_chainerui_files(out, args_dict):
             pass
 
 
-# -- options of a resumed run --------------------------------------------------------------
+# -- options of a run ----------------------------------------------------------------------
+
+def options_of(record):
+    """The run options a ``setting.json`` record holds: its ``options``; for folders of older
+    versions, what can be read back (the setting's name, dataset, batch size and seed)."""
+    options = dict(record.get('options') or {})
+    if 'options' not in record:
+        options['name'] = (record.get('setting') or {}).get('name')
+    for key in ('dataset', 'batch_size', 'seed'):
+        if key not in options and key in record:
+            options[key] = record[key]
+    return options
+
 
 def option_name(key):
     if key == 'mn_options':
@@ -264,12 +280,12 @@ def option_name(key):
     return '--' + key.replace('_', '-')
 
 
-def compare_options(current, stored, allowed=()):
+def compare_options(current, stored):
     """``['--batch-size 16 (the run has 32)', ...]`` for the keys both dicts have whose values
-    differ, except ``allowed``."""
+    differ."""
     diffs = []
     for key, value in current.items():
-        if key in allowed or key not in stored:
+        if key not in stored:
             continue
         old = stored[key]
         if isinstance(old, list) and isinstance(value, tuple):
@@ -288,13 +304,6 @@ def _text(v):
     if isinstance(v, (list, tuple)):
         return ' '.join(str(x) for x in v) or 'none'
     return str(v)
-
-
-def refuse_changed_options(out, diffs, allowed_text):
-    if diffs:
-        raise RunError('--resume: the options differ from the run in {}: {}; resume with the '
-                       "run's options (only {} may change) or start a new run with another "
-                       '--out'.format(out, '; '.join(diffs), allowed_text))
 
 
 # -- snapshots -----------------------------------------------------------------------------
@@ -452,3 +461,116 @@ class RandomStates(training.Extension):
             if loading:
                 gen.set_state((kind, numpy.asarray(keys, dtype=numpy.uint32), int(extra[0]),
                                int(extra[1]), float(extra[2])))
+
+
+@contextlib.contextmanager
+def seeded_numpy_random(seed):
+    """For the block, numpy's global generator has the state of ``RandomState(seed)`` (what
+    ``numpy.random.seed(seed)`` would give it: chainer's initializers draw from it); afterwards
+    the caller's state is back. Draws and :class:`RandomStates` loads inside the block do not
+    leak out of it."""
+    saved = numpy.random.get_state()
+    numpy.random.set_state(numpy.random.RandomState(seed).get_state())
+    try:
+        yield
+    finally:
+        numpy.random.set_state(saved)
+
+
+# -- one run's folder and its resume protocol ------------------------------------------------
+
+def _call(check):
+    return check()
+
+
+class RunFolder:
+    """The folder ``out`` of one run and the resume protocol (the module docstring).
+
+    ``suffix`` ends the names of this process's snapshots (``_rankN`` for ChainerMN ranks).
+    After :meth:`open`, ``stored`` is the ``setting.json`` record of the run being resumed (None
+    for a new run) and, after :meth:`find_snapshot`, ``snapshot`` the snapshot it continues
+    from.
+    """
+
+    def __init__(self, out, resume=False, force=False, suffix=''):
+        self.out, self.resume, self.force, self.suffix = out, bool(resume), bool(force), suffix
+        self.stored = None
+        self.snapshot = None
+
+    @property
+    def record_path(self):
+        return os.path.join(self.out, 'setting.json')
+
+    def open(self, check=_call):
+        """Check the folder (:func:`prepare`; run through ``check(fn)``, e.g. on one rank and
+        its error raised on all) and, to resume, read its record; returns self."""
+        check(lambda: prepare(self.out, self.resume, self.force))
+        if self.resume:
+            stored = read_json(self.record_path, 'setting.json')
+            if not isinstance(stored, dict) or not isinstance(stored.get('setting'), dict):
+                raise RunError('--resume: {} has no setting record; it was not written by '
+                               'mixnorm-exp run'.format(self.record_path))
+            self.stored = stored
+        return self
+
+    @property
+    def stored_options(self):
+        """:func:`options_of` the run being resumed; ``{}`` for a new run."""
+        return {} if self.stored is None else options_of(self.stored)
+
+    def fill_options(self, args, keys, defaults):
+        """Set each of ``keys`` that ``args`` lacks (None) to the resumed run's value, else to
+        ``defaults[key]`` (None when not there); lists become tuples (as argparse gives)."""
+        stored = self.stored_options
+        for key in keys:
+            if getattr(args, key, None) is None:
+                value = stored[key] if key in stored else defaults.get(key)
+                setattr(args, key, tuple(value) if isinstance(value, list) else value)
+
+    def refuse_changed(self, options, may_change, more=()):
+        """A :class:`RunError` naming every option that differs from the resumed run's (and the
+        differences ``more``); ``may_change`` says which options may."""
+        diffs = compare_options(options, self.stored_options) + list(more)
+        if diffs:
+            raise RunError('--resume: the options differ from the run in {}: {}; resume with the '
+                           "run's options (only {} may change) or start a new run with another "
+                           '--out'.format(self.out, '; '.join(diffs), may_change))
+
+    def find_snapshot(self, progress_key):
+        """Pick the newest readable snapshot (``snapshot``); returns its ``progress_key`` value
+        (e.g. the epochs or updates done) as an int."""
+        self.snapshot = newest_readable_snapshot(self.out, self.suffix)
+        return int(read_snapshot_value(self.snapshot, progress_key))
+
+    def complete(self, done, total, unit, option, say=True):
+        """Whether ``done`` >= ``total`` (nothing to resume); then says so (``say``)."""
+        if done < total:
+            return False
+        if say:
+            print('{}: the run is complete ({} of {} {}); nothing was changed (give {} N with '
+                  'N > {} to extend it)'.format(self.out, done, total, unit, option, done),
+                  flush=True)
+        return True
+
+    def load(self, trainer):
+        """Load the resumed run's snapshot into ``trainer`` (before ``trainer.run()``)."""
+        load_snapshot(trainer, self.snapshot)
+
+    def record(self, record, iteration, device, length):
+        """The ``setting.json`` record to write: ``record`` for a new run; for a resumed one the
+        stored record with ``length`` (e.g. ``{'epochs': 4}``) and the resume (snapshot,
+        ``iteration``, ``device``, command line, versions) added to its ``resumed`` history."""
+        if not self.resume:
+            return record
+        history = self.stored.get('resumed', [])
+        history.append(dict({'from': os.path.basename(self.snapshot),
+                             'iteration': int(iteration)}, **length, device=str(device),
+                            argv=sys.argv, versions=software_versions()))
+        return dict(self.stored, **length, resumed=history)
+
+    def write(self, record, chainerui_args):
+        """Create the folder (``force``: without its old run files) and write ``setting.json``
+        and the ChainerUI files."""
+        create(self.out, self.force)
+        write_json(self.record_path, record)
+        write_chainerui_files(self.out, chainerui_args)

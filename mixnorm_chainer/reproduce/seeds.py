@@ -32,6 +32,8 @@ import os
 
 import numpy
 
+from mixnorm_chainer.reproduce.runfolder import options_of
+
 #: the log key of the test accuracy (chainer's Evaluator on the ``main`` classifier)
 ACC_KEY = 'validation/main/accuracy'
 
@@ -62,15 +64,6 @@ def _seed_order(path):
     name = os.path.basename(path)
     digits = name[4:] if name.startswith('seed') else ''
     return (0, int(digits), '') if digits.isdigit() else (1, 0, name)
-
-
-def options_of(record):
-    """The run options of a setting.json record (older folders: what can be read back)."""
-    options = dict(record.get('options') or {})
-    for key in ('dataset', 'batch_size', 'seed'):
-        options.setdefault(key, record.get(key))
-    options.setdefault('mn_options', {})
-    return options
 
 
 #: MN options that change nothing a run logs (the pool is only read by ``mixnorm-exp evaluate``)

@@ -15,10 +15,11 @@ hand-written backward): gradients come from torch autograd.
 * :func:`em_step`, :func:`gmm_log_likelihood`, :func:`gmm_responsibilities`: the diagonal GMM's
   EM iteration and densities (Eq. 26-27, 31).
 * :func:`crosscheck_impl`: the ``--impl`` callable of ``mixnorm-crosscheck compare``, e.g.
-  ``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``.
+  ``mixnorm-crosscheck compare DIR --impl
+  mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``.
 * :func:`build_cifar_cnn`: the paper's CIFAR CNN (Table 1) as a ``torch.nn.Module`` whose
-  ``load_state_dict`` takes :func:`mixnorm_chainer.reproduce.weights.export_state_dict`'s names (MN layers
-  run in test mode only, Eq. 38, from their exported queue).
+  ``load_state_dict`` takes :func:`mixnorm_chainer.reproduce.weights.export_state_dict`'s names
+  (MN layers run in test mode only, Eq. 38, from their exported queue).
 
 torch is imported lazily; without it every function raises an ImportError saying how to install
 it (``pip install 'mixnorm-chainer[torch]'``). float16 inputs are computed in float32.
@@ -244,7 +245,8 @@ def _np(t):
 
 
 def crosscheck_impl(case, inputs):
-    """``mixnorm-crosscheck compare DIR --impl mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``.
+    """``mixnorm-crosscheck compare DIR --impl
+    mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``.
 
     Args:
         case: the case's manifest entry (``kind``, ``options``, ...).

@@ -49,6 +49,7 @@ import chainer.links as L
 import numpy
 
 from mixnorm_chainer.links import MixtureNormalization
+from mixnorm_chainer.queue import ParameterQueue
 
 FORMAT = 'mixnorm-chainer torch-style state dict'
 FORMAT_VERSION = 2
@@ -63,16 +64,24 @@ _PARAMS = {
 _PERSISTENTS = {
     L.BatchNormalization: {'avg_mean': 'running_mean', 'avg_var': 'running_var',
                            'N': 'num_batches_tracked'},
-    MixtureNormalization: {name: name for name in MixtureNormalization._queue_names
-                           + ('queue_count',)},
+    MixtureNormalization: {'queue_' + name: 'queue_' + name
+                           for name in ParameterQueue.ARRAYS + ('count',)},
 }
 _INTEGER_PERSISTENTS = ('N', 'queue_count')
+
+
+def _holder(link, cname):
+    """``(object, attribute)`` of a link's persistent ``cname`` (an MN layer keeps its
+    ``queue_*`` in its :class:`~mixnorm_chainer.queue.ParameterQueue`)."""
+    if isinstance(link, MixtureNormalization) and cname.startswith('queue_'):
+        return link.queue, cname[len('queue_'):]
+    return link, cname
 
 
 def _leaf_links(model):
     """``(torch module path, link, kind)`` for every link holding parameters or persistents."""
     for path, link in sorted(model.namedlinks(), key=lambda item: item[0]):
-        own = set(link._params) | set(link._persistent)
+        own = set(link._params) | set(link._persistent) | set(_PERSISTENTS.get(type(link), ()))
         if not own:
             continue
         kind = next((k for k in _PARAMS if type(link) is k), None)
@@ -103,7 +112,7 @@ def export_state_dict(model):
                                  'pass first)')
             state[_key(prefix, tname)] = numpy.array(chainer.backends.cuda.to_cpu(param.array))
         for cname, tname in _PERSISTENTS.get(kind, {}).items():
-            value = getattr(link, cname)
+            value = getattr(*_holder(link, cname))
             if cname in _INTEGER_PERSISTENTS:
                 state[_key(prefix, tname)] = numpy.array(int(value), dtype=numpy.int64)
             else:
@@ -152,7 +161,7 @@ def import_state_dict(model, state, metadata=None):
                 problems.append(f'{key}: expected an integer scalar, got {value.dtype} '
                                 f'{value.shape}')
             continue
-        current = getattr(link, cname)
+        current = getattr(*_holder(link, cname))
         target = current.array if is_param else current
         if target is None:
             problems.append(f'{key}: the model parameter is not initialized')
@@ -165,9 +174,10 @@ def import_state_dict(model, state, metadata=None):
     for key, (link, cname, is_param) in wanted.items():
         value = numpy.asarray(state[key])
         if cname in _INTEGER_PERSISTENTS:
-            setattr(link, cname, int(value))
+            setattr(*_holder(link, cname), int(value))
             continue
-        target = getattr(link, cname).array if is_param else getattr(link, cname)
+        current = getattr(*_holder(link, cname))
+        target = current.array if is_param else current
         xp = chainer.backend.get_array_module(target)
         target[...] = xp.asarray(value.astype(target.dtype, copy=False))
     if metadata:

@@ -98,8 +98,8 @@ def run_case(comm, case, seed):
         errs[f'step{step}/gx'] = max_err(xv.grad[lo:hi], xl.grad)
         errs[f'step{step}/ggamma'] = max_err(single.gamma.grad, g_gamma)
         errs[f'step{step}/gbeta'] = max_err(single.beta.grad, g_beta)
-    for name in ('queue_weights', 'queue_means', 'queue_variances'):
-        errs[name] = max_err(getattr(single, name), getattr(synced, name))
+    for name in ('weights', 'means', 'variances'):
+        errs['queue_' + name] = max_err(getattr(single.queue, name), getattr(synced.queue, name))
     with chainer.using_config('train', False):
         errs['test_mode_y'] = max_err(single(x).array[lo:hi], synced(x[lo:hi]).array)
     return errs, unsynced, synced.communication.as_dict(), [int(s) for s in sizes]
