@@ -482,8 +482,8 @@ def mixture_normalization(x, gamma, beta, responsibilities, eps=2e-5, affine='ou
     Returns:
         chainer.Variable of x's shape and dtype.
     """
-    eps, affine, activation = (options.check(name, value) for name, value in (
-        ('eps', eps), ('affine', affine), ('activation', activation)))
+    eps, affine, activation = options.check_all(eps=eps, affine=affine,
+                                                activation=activation).values()
     xa = _array(x)
     m = check_input(xa, None)
     C = xa.shape[1]

@@ -464,11 +464,10 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
     xp = get_array_module(X)
     X = xp.asarray(X)
     _check_rows(X)
-    n_components, kmeans_iters, em_iters = (options.check(name, value) for name, value in (
-        ('n_components', n_components), ('kmeans_iters', kmeans_iters), ('em_iters', em_iters)))
-    sample_fraction, min_weight, reg_covar = (options.check(name, value) for name, value in (
-        ('sample_fraction', sample_fraction), ('min_weight', min_weight),
-        ('reg_covar', reg_covar)))
+    n_components, kmeans_iters, em_iters, sample_fraction, min_weight, reg_covar = \
+        options.check_all(n_components=n_components, kmeans_iters=kmeans_iters,
+                          em_iters=em_iters, sample_fraction=sample_fraction,
+                          min_weight=min_weight, reg_covar=reg_covar).values()
     if X.dtype == numpy.float16:
         X = X.astype(numpy.float32)
     if check_finite:

@@ -86,9 +86,8 @@ class MixtureNormalization(chainer.Link):
                  activation=None, affine='output', inference='consistent', reg_covar=1e-6,
                  seed=None, kmeans_iters=None, pool_rows=0):
         super().__init__()
-        self.size, self.n_components, self.queue_length = (
-            options.check(name, value) for name, value in (
-                ('size', size), ('n_components', n_components), ('queue_length', queue_length)))
+        self.size, self.n_components, self.queue_length = options.check_all(
+            size=size, n_components=n_components, queue_length=queue_length).values()
         self.queue = ParameterQueue(self.queue_length, self.n_components, self.size)
         self._set_options(dict(em_iters=em_iters, kmeans_iters=kmeans_iters, eps=eps,
                                queue_decay=queue_decay, min_weight=min_weight,

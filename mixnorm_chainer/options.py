@@ -82,7 +82,7 @@ def check(name, value, label=None):
 
 
 def check_all(**options):
-    """:func:`check` of every keyword; returns them converted, as a dict."""
+    """:func:`check` of every keyword; returns them converted, as a dict in keyword order."""
     return {name: check(name, value) for name, value in options.items()}
 
 

@@ -256,8 +256,8 @@ def queue_normalization(x, gamma, beta, weights, means, variances, n_present, de
             posteriors use the statistics with ``sigma^2 + eps``.
     """
     form = options.check('inference', form, label='form')
-    eps, affine, activation = (options.check(name, value) for name, value in (
-        ('eps', eps), ('affine', affine), ('activation', activation)))
+    eps, affine, activation = options.check_all(eps=eps, affine=affine,
+                                                activation=activation).values()
     xa = x.array if hasattr(x, 'array') else x
     xp = get_array_module(xa)
     dtype = compute_dtype(xa.dtype)
