@@ -50,7 +50,7 @@ demo: setup
 bench: setup
 	$(VENV)/bin/python experiments/bench_core.py
 
-# Quick offline runs on digits (~6 min, 2 cores), then figures/figure{1,2,3,4,5,8,9}.png
+# Quick offline runs on digits (3 seeds; 29 min of CPU, ~50 min on a busy 2-core VM), then figures/figure{1,2,3,4,5,8,9}.png
 figures: setup
 	PYTHON=$(VENV)/bin/python MIXNORM_EXP=$(VENV)/bin/mixnorm-exp figures/make_figures.sh results/figures
 

@@ -1,4 +1,5 @@
-"""DenseNet with Nesterov at the paper's lr 0.1: BN vs MN, first steps, output scale at init.
+"""DenseNet (and Inception-V3, Table 6) with Nesterov at the paper's lr: BN vs MN, first
+steps, output scale at init.
 
 The check for "DenseNet with MN and Nesterov at lr 0.1" (Section 4.4, Figure 5) on offline
 digits: MN with the default gamma = 1 diverges within a few steps where BN trains, and starting
@@ -18,6 +19,13 @@ ReLU); a BN layer gives ~1. Then a summary per variant over the seeds.
     python experiments/densenet_nag_check.py --depth 40 --size 16 --steps 12 --seeds 0,1,2 \\
         --variants bn,all5,all5g
     python experiments/densenet_nag_check.py --layer-moments
+    python experiments/densenet_nag_check.py --model inception --size 32 --steps 12 \\
+        --seeds 0,1,2
+
+``--model inception`` checks Table 6 the same way: the registry's ``inc-c100-nag1-BN`` and
+``inc-c100-nag1-MN`` rows (MN at inc2/1 and inc3/0, K=5, "EM iter." 2, gamma 1) and the MN row
+with gamma 1/sqrt(K), Nesterov lr 0.14 (the paper's), wd 5e-4; E[y^2] is then the range over
+the 10 normalizations at the MN row's positions (4 in inc2/1, 6 in inc3/0).
 
 ``--layer-moments`` instead measures E[y^2] of a single ``MixtureNormalization`` in training
 mode (K = 1, 3, 5, default gamma and '1/sqrt(K)') on well-separated mixture data and on
@@ -40,6 +48,7 @@ import chainer.links as L
 from mixnorm_chainer import MixtureNormalization, mixture_normalization
 from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.models import DenseNet
+from mixnorm_chainer.reproduce import builders, registry
 from mixnorm_chainer.reproduce.datasets import get_digits
 
 ALL_MN = ('trans1', 'trans2', 'final')
@@ -53,13 +62,30 @@ VARIANTS = {
     'final5g': ('MN final K=5 g=1/sqrt(K)', ('final',), dict(n_components=5, **RULE)),
     'all5g': ('MN t1/t2/final K=5 g=1/sqrt(K)', ALL_MN, dict(n_components=5, **RULE)),
 }
+#: Table 6 through the registry: key: (label, setting name, MN options over the setting's)
+INCEPTION_VARIANTS = {
+    'bn': ('BN', 'inc-c100-nag1-BN', {}),
+    'table6': ('MN inc2/1+inc3/0 K=5', 'inc-c100-nag1-MN', {}),
+    'table6g': ('MN inc2/1+inc3/0 K=5 g=1/sqrt(K)', 'inc-c100-nag1-MN', RULE),
+}
 BATCH = 64
+#: per model: variants, default lr, weight decay
+MODELS = {'densenet': (VARIANTS, 0.1, 1e-4), 'inception': (INCEPTION_VARIANTS, 0.14, 5e-4)}
 
 
-def build(depth, n_classes, seed, mn_layers, options):
+def build(args, seed, variant):
+    """(classifier, MN layer names, names whose E[y^2] is recorded) of one variant."""
     numpy.random.seed(seed)          # chainer's initializers draw from numpy.random
-    return L.Classifier(DenseNet(depth, 12, n_classes, mn_layers=mn_layers, em_iters=2,
-                                 seed=seed, **options))
+    if args.model == 'densenet':
+        _, mn_layers, options = VARIANTS[variant]
+        return (L.Classifier(DenseNet(args.depth, 12, args.classes, mn_layers=mn_layers,
+                                      em_iters=2, seed=seed, **options)), mn_layers, ALL_MN)
+    _, name, options = INCEPTION_VARIANTS[variant]
+    model = builders.build_model(registry.get(name), args.classes, seed=seed,
+                                 mn_options=options)
+    table6 = registry.get('inc-c100-nag1-MN')
+    positions = builders.build_model(table6, args.classes).predictor.mn_norm_names()
+    return model, tuple(model.predictor.mn_norm_names()), tuple(positions)
 
 
 def pre_activation(link, x):
@@ -94,18 +120,18 @@ def record_outputs(net, names):
     return moments, undo
 
 
-def run_one(args, X, T, seed, mn_layers, options):
-    model = build(args.depth, args.classes, seed, mn_layers, options)
+def run_one(args, X, T, seed, variant):
+    model, mn_layers, recorded = build(args, seed, variant)
     opt = chainer.optimizers.NesterovAG(lr=args.lr, momentum=0.9)
     opt.setup(model)
-    opt.add_hook(chainer.optimizer_hooks.WeightDecay(1e-4))
+    opt.add_hook(chainer.optimizer_hooks.WeightDecay(MODELS[args.model][2]))
     order = numpy.random.RandomState(seed)
     losses, grad, moments, error = [], None, {}, None
     for step in range(args.steps):
-        idx = order.choice(len(T), BATCH, replace=False)
+        idx = order.choice(len(T), args.batch, replace=False)
         undo = None
         if step == 0:
-            moments, undo = record_outputs(model.predictor, ALL_MN)
+            moments, undo = record_outputs(model.predictor, recorded)
         try:
             model.cleargrads()
             loss = model(X[idx], T[idx])
@@ -123,7 +149,8 @@ def run_one(args, X, T, seed, mn_layers, options):
                                   for p in model.params() if p.grad is not None))
         del loss
         opt.update()                 # uses the gradients above (plus the weight-decay hook)
-    return dict(losses=losses, grad=grad, moments=moments, error=error)
+    return dict(losses=losses, grad=grad, moments=moments, error=error, mn_layers=mn_layers,
+                recorded=recorded)
 
 
 def fmt(v, spec='.2f'):
@@ -141,14 +168,18 @@ def table(header, rows):
 
 
 def training(args):
+    variants, _, wd = MODELS[args.model]
     keys = args.variants.split(',')
-    unknown = [k for k in keys if k not in VARIANTS]
+    unknown = [k for k in keys if k not in variants]
     if unknown:
-        sys.exit(f'unknown variant(s) {unknown}; choose from {",".join(VARIANTS)}')
+        sys.exit(f'unknown variant(s) {unknown}; choose from {",".join(variants)}')
     seeds = [int(s) for s in args.seeds.split(',')]
-    print(f'DenseNet-{args.depth} (k=12, {args.classes} classes), digits {args.size}x{args.size}, '
-          f'batch {BATCH}, NesterovAG lr {args.lr} momentum 0.9, wd 1e-4, {args.steps} steps, '
-          f'MN "EM iter." 2, fused ReLU (Eq. 40); seeds {seeds} (init + batch order)')
+    network = (f'DenseNet-{args.depth} (k=12' if args.model == 'densenet' else
+               'Inception-V3 (Table 6 rows inc-c100-nag1-BN/-MN')
+    print(f'{network}, {args.classes} classes), digits {args.size}x{args.size}, '
+          f'batch {args.batch}, NesterovAG lr {args.lr} momentum 0.9, wd {wd:g}, '
+          f'{args.steps} steps, MN "EM iter." 2, fused ReLU (Eq. 40); seeds {seeds} '
+          '(init + batch order)')
     print('E[y^2]: second moment of the normalization output before ReLU on the first batch '
           '(* = MN layer, else BN); grad norm: of all parameter gradients at init.\n',
           flush=True)
@@ -158,10 +189,10 @@ def training(args):
     results = {}
     rows = []
     for key in keys:
-        label, mn_layers, options = VARIANTS[key]
+        label = variants[key][0]
         for seed in seeds:
             start = time.time()
-            r = results[key, seed] = run_one(args, X, T, seed, mn_layers, options)
+            r = results[key, seed] = run_one(args, X, T, seed, key)
             r['time'] = time.time() - start
             losses = r['losses']
             finite = numpy.isfinite(losses).all()
@@ -174,21 +205,21 @@ def training(args):
                 diff = '-'
             rows.append([label, str(seed), fmt(losses[0]), fmt(losses[-1]),
                          fmt(float(numpy.max(losses))), 'yes' if r['diverged'] else 'no',
-                         fmt(r['grad'])]
-                        + [fmt(r['moments'].get(n)) + ('*' if n in mn_layers else '')
-                           for n in ALL_MN]
-                        + [diff, f'{r["time"]:.0f}'])
+                         fmt(r['grad'])] + moment_columns(r) + [diff, f'{r["time"]:.0f}'])
             print(f'  [{label}, seed {seed}: {r["time"]:.0f} s; losses '
                   + ' '.join(fmt(v) for v in losses)
                   + (f'; {r["error"]}' if r['error'] else '') + ']', flush=True)
     print()
+    moment_header = (['E[y^2] trans1', 'E[y^2] trans2', 'E[y^2] final']
+                     if args.model == 'densenet' else ['E[y^2] at the MN positions (range)'])
     table(['variant', 'seed', 'loss step 1', f'loss step {args.steps}', 'max loss',
-           'diverged', 'grad norm init', 'E[y^2] trans1', 'E[y^2] trans2', 'E[y^2] final',
-           'max abs(loss - BN)', 'time s'], rows)
+           'diverged', 'grad norm init'] + moment_header + ['max abs(loss - BN)', 'time s'],
+          rows)
     summary = []
     for key in keys:
-        label, mn_layers, _ = VARIANTS[key]
+        label = variants[key][0]
         rs = [results[key, s] for s in seeds]
+        mn_layers = rs[0]['mn_layers']
         final = numpy.array([r['losses'][-1] for r in rs])
         grads = [r['grad'] for r in rs if r['grad'] is not None]
         mn_moments = [r['moments'][n] for r in rs for n in mn_layers if n in r['moments']]
@@ -199,6 +230,17 @@ def training(args):
                         (f'{min(mn_moments):.2f}-{max(mn_moments):.2f}' if mn_moments else '-')])
     table(['variant', f'final loss (step {args.steps}): median [min, max]', 'diverged',
            'median grad norm init', 'E[y^2] of MN layers (range)'], summary)
+
+
+def moment_columns(r):
+    """E[y^2] per recorded normalization (* = MN) for DenseNet's three, else their range."""
+    if r['recorded'] == ALL_MN:
+        return [fmt(r['moments'].get(n)) + ('*' if n in r['mn_layers'] else '')
+                for n in ALL_MN]
+    values = [r['moments'][n] for n in r['recorded'] if n in r['moments']]
+    if not values:
+        return ['-']
+    return [f'{min(values):.2f}-{max(values):.2f}' + ('*' if r['mn_layers'] else '')]
 
 
 def layer_data(kind, K, rng, m=4096, C=4):
@@ -247,16 +289,25 @@ def layer_moments(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--seeds', default='0,1,2', help='comma-separated (init + batch order)')
+    p.add_argument('--model', choices=sorted(MODELS), default='densenet',
+                   help='densenet (Section 4.4) or inception (Table 6, through the registry)')
     p.add_argument('--depth', type=int, default=22)
     p.add_argument('--size', type=int, default=32)
     p.add_argument('--steps', type=int, default=12)
-    p.add_argument('--lr', type=float, default=0.1)
+    p.add_argument('--batch', type=int, default=BATCH,
+                   help='batch size (default 64; the paper: DenseNet 64, Table 6 256)')
+    p.add_argument('--lr', type=float, default=None,
+                   help="default: the paper's (DenseNet 0.1, Table 6 0.14)")
     p.add_argument('--classes', type=int, default=10, help='classifier outputs (digits: 10)')
-    p.add_argument('--variants', default=','.join(VARIANTS),
-                   help='comma-separated subset of ' + ','.join(VARIANTS))
+    p.add_argument('--variants', default=None,
+                   help='comma-separated subset of ' + ','.join(VARIANTS) + ' (densenet) or '
+                   + ','.join(INCEPTION_VARIANTS) + ' (inception); default all')
     p.add_argument('--layer-moments', action='store_true',
                    help='only the single-layer E[y^2] table (a few seconds)')
     args = p.parse_args(argv)
+    variants, lr, _ = MODELS[args.model]
+    args.lr = lr if args.lr is None else args.lr
+    args.variants = args.variants or ','.join(variants)
     if args.depth < 7 or (args.depth - 4) % 3:
         p.error('--depth must be 3n + 4 with n >= 1 (7, 10, ..., 22, 40); got {}'.format(
             args.depth))

@@ -28,8 +28,8 @@ from mixnorm_chainer.multi_node import (
     AllReduce,
     CommunicationLog,
     MultiNodeMixtureNormalization,
-    synchronize_normalization,
 )
+from mixnorm_chainer.reproduce.data_parallel import synchronize_normalization
 
 
 def fit_bytes(comm, X, K, kmeans_iters, em_iters):

@@ -13,7 +13,12 @@ Printed alongside: per-channel log-likelihood gain of K = 2, 3 over K = 1 (mean 
 the channel's values under the channel marginal), and the skewness of BN- vs MN-normalized
 activations (the paper: MN-normalized ones are closer to normal, less skewed).
 
-    python figures/figure1.py --run results/figures/cnn-c10-BN-2 [--channels 8] [--all-channels]
+``--run`` is a run folder or the folder of a ``mixnorm-exp run --seeds`` run, of which seed 0's
+run is drawn, or seed S's with ``--seed S``. ``--draw-seed`` picks the channels shown and seeds
+the fits' k-means++.
+
+    python figures/figure1.py --run results/figures/cnn-c10-BN-2 [--seed S] [--channels 8] \
+        [--all-channels]
 """
 import argparse
 import json
@@ -31,6 +36,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 from mixnorm_chainer import fit_gmm, mixture_normalization  # noqa: E402
+from mixnorm_chainer.reproduce import figure_cli, plotting  # noqa: E402
 from mixnorm_chainer.reproduce.recorder import load_run_recording  # noqa: E402
 
 COLORS = ('tab:orange', 'tab:purple', 'tab:green', 'tab:red', 'tab:brown')
@@ -140,36 +146,48 @@ def draw(X, gmms, normalized, channels, title, bins=60):
     return fig
 
 
+def run_name(given, run):
+    """``cnn-c10-BN-2``, or ``cnn-c10-BN-2/seed0`` for a seed folder of the given folder."""
+    return os.path.relpath(os.path.normpath(run), os.path.dirname(os.path.normpath(given)))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--run', required=True, help='run folder with recording.npz')
+    p.add_argument('--run', required=True,
+                   help='run folder with recording.npz, or a folder of `mixnorm-exp run --seeds`')
+    p.add_argument('--seed', type=int, metavar='S',
+                   help='the seed to draw from a --seeds folder (default 0)')
     p.add_argument('--layer', default='conv2')
     p.add_argument('--fraction', type=float, default=0.5,
                    help='use the capture closest to this fraction of training (paper: midway)')
     p.add_argument('--channels', type=int, default=8, help='random channels shown')
     p.add_argument('--all-channels', action='store_true')
     p.add_argument('--em-iters', type=int, default=2, help='"EM iter." of the fits (as MN)')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'figure1.png'))
+    p.add_argument('--draw-seed', type=int, default=0,
+                   help='seed of the channels shown and of the fits (default %(default)s)')
+    p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'figure1.png'),
+                   help='output image; a missing folder is created (default %(default)s)')
     args = p.parse_args(argv)
 
     try:
-        recording = load_run_recording(args.run, 'conv2')
+        figure_cli.prepare_out(args.out)              # before any work
+        run = plotting.seed_run(args.run, args.seed)
+        recording = load_run_recording(run, 'conv2')
         cap = pick_capture(recording, args.layer, args.fraction)
     except (ValueError, KeyError) as e:             # no recording or capture; damaged file
         p.exit(2, 'figure1: error: {}\n'.format(' '.join(str(e).split())))
     X = cap['x'].astype(numpy.float64)
-    gmms, normalized, gains, skew = analyse(X, em_iters=args.em_iters, seed=args.seed)
+    gmms, normalized, gains, skew = analyse(X, em_iters=args.em_iters, seed=args.draw_seed)
     C = X.shape[1]
-    rng = numpy.random.RandomState(args.seed)
+    rng = numpy.random.RandomState(args.draw_seed)
     channels = list(range(C)) if args.all_channels else sorted(
         rng.choice(C, min(args.channels, C), replace=False).tolist())
     numbers = summary_numbers(gains, skew, X)
-    numbers.update({'run': args.run, 'layer': args.layer, 'fraction': cap['fraction'],
+    numbers.update({'run': run, 'layer': args.layer, 'fraction': cap['fraction'],
                     'iteration': cap['iteration'], 'channels_shown': channels})
     title = ('{}: input of {} at {:.0%} of training (iteration {}), {} rows; '
              'solid: p(x), dashed: components'.format(
-                 os.path.basename(os.path.normpath(args.run)), args.layer, cap['fraction'],
+                 run_name(args.run, run), args.layer, cap['fraction'],
                  cap['iteration'], X.shape[0]))
     fig = draw(X, gmms, normalized, channels, title)
     fig.savefig(args.out, dpi=110)

@@ -12,7 +12,7 @@ trailing window). Runs of other models are ignored.
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
 # isort: on
-from mixnorm_chainer.reproduce import plotting
+from mixnorm_chainer.reproduce import figure_cli, plotting
 
 PROG = 'figure2'
 
@@ -34,19 +34,19 @@ def body(args):
                                                    args.ylim, args.band)
     fig.suptitle('CIFAR CNN: test error, {}'.format(
         plotting.band_text(runs, args.window, args.band)))
-    plotting.save_figure(fig, args.out)
+    figure_cli.save_figure(fig, args.out)
     lines = ['{}: {} panel(s) -> {}'.format(PROG, len(panels), args.out)]
     return summary, lines + plotting.format_curve_rows(summary)
 
 
 def parser():
-    p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure2.png', 10)
-    plotting.add_ylim(p, 'test error (%%)')  # %% for argparse's help
+    p = figure_cli.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure2.png', 10)
+    figure_cli.add_ylim(p, 'test error (%%)')  # %% for argparse's help
     return p
 
 
 def main(argv=None):
-    return plotting.run_main(PROG, body, argv, parser())
+    return figure_cli.run_main(PROG, body, argv, parser())
 
 
 if __name__ == '__main__':

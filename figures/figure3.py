@@ -16,7 +16,7 @@ import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compa
 # isort: on
 import numpy
 
-from mixnorm_chainer.reproduce import plotting
+from mixnorm_chainer.reproduce import figure_cli, plotting
 
 PROG = 'figure3'
 KINDS = {
@@ -90,7 +90,7 @@ def body(args):
             for run, color, label in curves:
                 _, std = plotting.plot_run(
                     ax, run, plotting.ACC_KEY, args.window, args.align, color,
-                    '{} ({})'.format(label, run.label) if run.is_mn else label, band=args.band)
+                    '{}: {}'.format(label, run.label) if run.is_mn else label, band=args.band)
                 row = summary.setdefault(run.dir, dict(
                     name=run.name, label=run.label, dataset=run.dataset,
                     **plotting.curve_summary(run, plotting.ACC_KEY, args.window, args.align)))
@@ -103,21 +103,21 @@ def body(args):
             plotting.finish_axes(ax, 'epoch', 'test error (%)', ylim=args.ylim)
     fig.suptitle('CIFAR CNN: test error, {}'.format(plotting.band_text(runs, args.window,
                                                                         args.band)))
-    plotting.save_figure(fig, args.out)
+    figure_cli.save_figure(fig, args.out)
     lines = ['{}: {} row(s) ({}) -> {}'.format(PROG, len(rows), ', '.join(rows), args.out)]
     return summary, lines + plotting.format_curve_rows(summary)
 
 
 def parser():
-    p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure3.png', 10)
-    plotting.add_ylim(p, 'test error (%%)')  # %% for argparse's help
+    p = figure_cli.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure3.png', 10)
+    figure_cli.add_ylim(p, 'test error (%%)')  # %% for argparse's help
     p.add_argument('--partial', action='store_true',
                    help='draw what the runs allow when one of the two panels has no runs')
     return p
 
 
 def main(argv=None):
-    return plotting.run_main(PROG, body, argv, parser())
+    return figure_cli.run_main(PROG, body, argv, parser())
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compa
 # isort: on
 import numpy
 
-from mixnorm_chainer.reproduce import plotting
+from mixnorm_chainer.reproduce import figure_cli, plotting
 
 PROG = 'figure5'
 PANELS = (('main/accuracy', '(a) training error', 'training error (%)'),
@@ -56,7 +56,7 @@ def body(args):
                 ax.set_yscale('log')
         plotting.finish_axes(ax, 'epoch', ylabel, legend=ax is axes[0], legend_loc='center right')
     fig.suptitle('DenseNet: {}'.format(plotting.band_text(runs, args.window, args.band)))
-    plotting.save_figure(fig, args.out)
+    figure_cli.save_figure(fig, args.out)
 
     summary = {}
     for run, *_ in curves:
@@ -83,11 +83,11 @@ def body(args):
 
 
 def parser():
-    return plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure5.png', 3)
+    return figure_cli.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure5.png', 3)
 
 
 def main(argv=None):
-    return plotting.run_main(PROG, body, argv, parser())
+    return figure_cli.run_main(PROG, body, argv, parser())
 
 
 if __name__ == '__main__':

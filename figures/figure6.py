@@ -7,20 +7,23 @@ deviation of the same window (centred; ``--align trailing`` for a trailing windo
 evaluated FIDs are drawn as dots. A dotted line marks the BN run's best FID and a star the
 first MN evaluation at or below it (the paper's "steps to reach 37.56"). The title names the
 FID feature extractor; FIDs of the offline 'small' extractor are not comparable to the paper's.
+Of a folder of ``mixnorm-exp run --seeds``, seed 0's run is drawn, or seed S's with ``--seed S``.
 
     python figures/figure6.py --run results/dcgan-c10-BN results/dcgan-c10-MN \
-        [--out figures/figure6.png] [--window 3] [--align center] [--ylim LO HI]
+        [--out figures/figure6.png] [--window 3] [--align center] [--ylim LO HI] [--seed S]
 """
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
 # isort: on
-from mixnorm_chainer.reproduce import gan, plotting
+from mixnorm_chainer.reproduce import figure_cli, gan, plotting
 
 PROG = 'figure6'
+SEED_HELP = 'the seed to draw from a `mixnorm-exp run --seeds` folder (default 0)'
 
 
 def body(args):
-    runs = plotting.select_runs([gan.load_run(d) for d in args.run], lambda m: m == 'dcgan',
+    dirs = [plotting.seed_run(d, args.seed) for d in args.run]     # one seed of each
+    runs = plotting.select_runs([gan.load_run(d) for d in dirs], lambda m: m == 'dcgan',
                                 PROG, 'the DCGAN (Section 4.5)', 'dcgan-c10-BN and dcgan-c10-MN')
     empty = [r for r in runs if not gan.fid_series(r)[0].size]
     if empty:
@@ -58,7 +61,7 @@ def body(args):
         plotting.finish_axes(ax, 'generator updates', 'FID', ylim=args.ylim)
     fig.suptitle('DCGAN: FID, mean and 1 std within {} evaluations\nfeatures: {}'.format(
         args.window, '; '.join(sorted(extractors))), fontsize='medium')
-    plotting.save_figure(fig, args.out)
+    figure_cli.save_figure(fig, args.out)
     lines = ['{}: {} panel(s) -> {}'.format(PROG, len(panels), args.out),
              '{:<16} {:<10} {:>5} {:>9} {:>8} {:>9} {:>9} {:>14}'.format(
                  'run', 'dataset', 'evals', 'best FID', '@update', 'last', 'mean std',
@@ -72,15 +75,16 @@ def body(args):
 
 
 def parser():
-    p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure6.png', 3,
+    p = figure_cli.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure6.png', 3,
                                window_help='running mean/std window in FID evaluations '
-                               '(default %(default)s, the paper\'s 30K updates)')
-    plotting.add_ylim(p, 'FID')
+                               '(default %(default)s, the paper\'s 30K updates)',
+                               seed_help=SEED_HELP)
+    figure_cli.add_ylim(p, 'FID')
     return p
 
 
 def main(argv=None):
-    return plotting.run_main(PROG, body, argv, parser())
+    return figure_cli.run_main(PROG, body, argv, parser())
 
 
 if __name__ == '__main__':

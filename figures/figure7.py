@@ -1,10 +1,11 @@
 """Figure 7: samples of DCGAN-BN and DCGAN-MN at their lowest evaluated FID (Section 4.5).
 
 For each run, the sample grid saved at its best FID evaluation (``samples/iter_N.npz``: the
-same fixed z at every evaluation, the generator in test mode), the first ``--n`` images.
+same fixed z at every evaluation, the generator in test mode), the first ``--n`` images. Of a
+folder of ``mixnorm-exp run --seeds``, seed 0's run is drawn, or seed S's with ``--seed S``.
 
     python figures/figure7.py --run results/dcgan-c10-BN results/dcgan-c10-MN \
-        [--out figures/figure7.png] [--n 64]
+        [--out figures/figure7.png] [--n 64] [--seed S]
 """
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
@@ -14,7 +15,7 @@ import os
 
 import numpy
 
-from mixnorm_chainer.reproduce import gan, plotting
+from mixnorm_chainer.reproduce import figure_cli, gan, plotting
 
 PROG = 'figure7'
 
@@ -29,7 +30,8 @@ def load_grid(run, iteration):
 
 
 def body(args):
-    runs = plotting.select_runs([gan.load_run(d) for d in args.run], lambda m: m == 'dcgan',
+    dirs = [plotting.seed_run(d, args.seed) for d in args.run]     # one seed of each
+    runs = plotting.select_runs([gan.load_run(d) for d in dirs], lambda m: m == 'dcgan',
                                 PROG, 'the DCGAN (Section 4.5)', 'dcgan-c10-BN and dcgan-c10-MN')
     runs.sort(key=lambda r: (r.dataset, r.is_mn, plotting.natural_key(r.label)))
     fig, axes = plotting.new_figure(len(runs), panel_size=(4.0, 4.3))
@@ -49,19 +51,21 @@ def body(args):
         lines.append('{:<16} best FID {:.2f} at update {} ({} samples shown; {})'.format(
             run.name, best, at, len(images), gan.extractor_text(run)))
     fig.suptitle('DCGAN samples at the lowest evaluated FID', fontsize='medium')
-    plotting.save_figure(fig, args.out)
+    figure_cli.save_figure(fig, args.out)
     return summary, lines
 
 
 def parser():
-    p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure7.png', 1,
-                               window_help='unused (uniform interface)')
+    p = figure_cli.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure7.png', 1,
+                               window_help='unused (uniform interface)',
+                               seed_help='the seed to draw from a `mixnorm-exp run --seeds` '
+                               'folder (default 0)')
     p.add_argument('--n', type=int, default=64, help='samples per panel (default %(default)s)')
     return p
 
 
 def main(argv=None):
-    return plotting.run_main(PROG, body, argv, parser())
+    return figure_cli.run_main(PROG, body, argv, parser())
 
 
 if __name__ == '__main__':

@@ -9,7 +9,10 @@ the captured batch, one column per fraction of training, and in the last row the
 weights as bars. Rows share their x axis, so a narrowing range is visible (the paper, Section
 5.2: the range shrinks and one component comes to dominate).
 
-    python figures/figure8.py --run results/figures/inc-c10-MN-4 --layer inc2/0/2/4
+``--run`` is a run folder or the folder of a ``mixnorm-exp run --seeds`` run, of which seed 0's
+run is drawn, or seed S's with ``--seed S``. ``--draw-seed`` picks the channels shown.
+
+    python figures/figure8.py --run results/figures/inc-c10-MN-4 --layer inc2/0/2/4 [--seed S]
 """
 import argparse
 import json
@@ -26,6 +29,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mixnorm_chainer.reproduce import figure_cli, plotting  # noqa: E402
 from mixnorm_chainer.reproduce.recorder import load_run_recording  # noqa: E402
 
 COLORS = ('tab:olive', 'tab:blue', 'tab:orange', 'tab:purple', 'tab:red', 'tab:green',
@@ -95,27 +99,35 @@ def draw(layer, caps, channels, title, bins=40):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--run', required=True, help='MN run folder with recording.npz')
+    p.add_argument('--run', required=True, help='MN run folder with recording.npz, or a folder '
+                   'of `mixnorm-exp run --seeds`')
+    p.add_argument('--seed', type=int, metavar='S',
+                   help='the seed to draw from a --seeds folder (default 0)')
     p.add_argument('--layer', default=None, help='MN layer name (default: the first recorded)')
     p.add_argument('--channels', type=int, default=6)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'figure8.png'))
+    p.add_argument('--draw-seed', type=int, default=0,
+                   help='seed of the channels shown (default %(default)s)')
+    p.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'figure8.png'),
+                   help='output image; a missing folder is created (default %(default)s)')
     args = p.parse_args(argv)
 
     try:
-        recording = load_run_recording(args.run, 'LAYER (an MN layer)')
+        figure_cli.prepare_out(args.out)              # before any work
+        run = plotting.seed_run(args.run, args.seed)
+        recording = load_run_recording(run, 'LAYER (an MN layer)')
         layer, caps = mn_captures(recording, args.layer)
     except (ValueError, KeyError) as e:             # no recording or capture; damaged file
         p.exit(2, 'figure8: error: {}\n'.format(' '.join(str(e).split())))
     C = caps[0]['means'].shape[1]
-    rng = numpy.random.RandomState(args.seed)
+    rng = numpy.random.RandomState(args.draw_seed)
     channels = sorted(rng.choice(C, min(args.channels, C), replace=False).tolist())
-    numbers = {'run': args.run, 'layer': layer, 'channels_shown': channels, 'by_fraction': [
+    numbers = {'run': run, 'layer': layer, 'channels_shown': channels, 'by_fraction': [
         {'fraction': c['fraction'], 'iteration': c['iteration'],
          'weights_sorted': [round(float(v), 4) for v in numpy.sort(c['weights'])[::-1]],
          'mean_channel_spread': float(spread(c).mean())} for c in caps]}
     title = ('{}: mixture of {} over training; colours = components by weight (largest '
-             'first)'.format(os.path.basename(os.path.normpath(args.run)), layer))
+             'first)'.format(os.path.relpath(os.path.normpath(run), os.path.dirname(
+                 os.path.normpath(args.run))), layer))
     fig = draw(layer, caps, channels, title)
     fig.savefig(args.out, dpi=110)
     plt.close(fig)

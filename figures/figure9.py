@@ -6,17 +6,18 @@ module: the number of components the module kept after pruning (lambda_k < 0.01 
 Section 5.3), smoothed by a running mean within ``--window`` recorded iterations (default: 5% of
 the recorded iterations), with a +-1 std band of the same (centred) window, clipped to [0, K].
 x: fraction of training (iteration / last recorded iteration), or ``--xaxis iteration``. Counts
-of -1 (the recorder's "not fitted yet") are left out.
+of -1 (the recorder's "not fitted yet") are left out. A folder of ``mixnorm-exp run --seeds``
+gives one panel per seed, or only seed S's with ``--seed S``.
 
     python figures/figure9.py --run results/inc-c10-MN-4 results/inc-c100-MN-4 \
-        [--out figures/figure9.png] [--window W] [--xaxis fraction|iteration]
+        [--out figures/figure9.png] [--window W] [--xaxis fraction|iteration] [--seed S]
 """
 # isort: off
 import mixnorm_chainer  # noqa: F401  (first: chainer on numpy >= 2 needs _compat)
 # isort: on
 import numpy
 
-from mixnorm_chainer.reproduce import plotting
+from mixnorm_chainer.reproduce import figure_cli, plotting, seeds
 
 PROG = 'figure9'
 PREFIX = 'components/'
@@ -62,7 +63,8 @@ def module_colors(n):
 
 
 def body(args):
-    runs = plotting.load_runs(args.run, merge=False)   # one panel per seed
+    dirs = args.run if args.seed is None else [plotting.seed_run(d, args.seed) for d in args.run]
+    runs = plotting.load_runs(dirs, merge=False)   # one panel per seed
     data = [(run, *module_counts(run)) for run in runs]
     n_max = max(len(c) for _, _, c in data)
     shared = all(list(c) == list(data[0][2]) for _, _, c in data)   # one legend for all
@@ -96,8 +98,9 @@ def body(args):
         else:
             ax.set_xlabel('iteration')
         ax.set_ylabel('effective number of components')
-        ax.set_title('{} ({}), {}, K={}\nrunning mean of {} iteration(s)'.format(
-            run.label, run.name, plotting.dataset_text(run), K, window), fontsize='medium')
+        ax.set_title('{} ({}), {}, K={}, seed {}\nrunning mean of {} iteration(s)'.format(
+            run.label, run.name, plotting.dataset_text(run), K, seeds.seed_of(run.record),
+            window), fontsize='medium')
         ax.grid(True, alpha=0.3)
         legend = dict(fontsize=fontsize, ncol=1 if n_max <= 16 else 2, title='MN module',
                       title_fontsize='small')
@@ -110,7 +113,7 @@ def body(args):
         summary[run.dir] = {'name': run.name, 'dataset': run.dataset, 'K': K,
                             'iterations': int(it.size), 'window': window, 'modules': rows}
     fig.suptitle('Effective number of mixture components per MN module')
-    plotting.save_figure(fig, args.out)
+    figure_cli.save_figure(fig, args.out)
     lines = ['{}: {} run(s) -> {}'.format(PROG, len(data), args.out)]
     for s in summary.values():
         lines.append('{} on {} (K={}, {} iterations, window {}):'.format(
@@ -124,16 +127,18 @@ def body(args):
 
 
 def parser():
-    p = plotting.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure9.png', None,
+    p = figure_cli.figure_parser(PROG, __doc__.split('\n')[0], 'figures/figure9.png', None,
                                'running mean/std window in recorded iterations (default: 5%% '
-                               'of them)')
+                               'of them)',
+                               seed_help='draw only seed S of a `mixnorm-exp run --seeds` folder '
+                               '(default: one panel per seed)')
     p.add_argument('--xaxis', choices=('fraction', 'iteration'), default='fraction',
                    help='x axis: fraction of training or iteration (default %(default)s)')
     return p
 
 
 def main(argv=None):
-    return plotting.run_main(PROG, body, argv, parser())
+    return figure_cli.run_main(PROG, body, argv, parser())
 
 
 if __name__ == '__main__':

@@ -420,9 +420,18 @@ def rows_problem(X, reg_covar, m=None):
     return None
 
 
-def _as_rng(seed):
+def random_generator(seed):
+    """The host ``numpy.random.Generator`` that a fit or a layer draws from.
+
+    ``seed``: a Generator (used as it is), an int or ``SeedSequence`` (its own stream), or
+    None: a stream seeded by one draw from numpy's global random state, so that
+    ``numpy.random.seed(s)`` makes the draws repeat, as it does for chainer's initializers and
+    scikit-learn's ``random_state=None``.
+    """
     if isinstance(seed, numpy.random.Generator):
         return seed
+    if seed is None:
+        seed = numpy.random.randint(numpy.iinfo(numpy.int64).max, dtype=numpy.int64)
     return numpy.random.default_rng(seed)
 
 
@@ -445,7 +454,8 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
         kmeans_iters: Lloyd iterations after k-means++ seeding.
         em_iters: EM iterations after the k-means initialization.
             The paper's "EM iter." is ``kmeans_iters + em_iters``.
-        seed: int, None or a ``numpy.random.Generator`` (draws happen on the host).
+        seed: int, a ``numpy.random.Generator``, or None (a stream seeded from numpy's
+            global random state: :func:`random_generator`); draws happen on the host.
         sample_fraction: fit on ``ceil(sample_fraction * m)`` random rows (at least K).
         min_weight: pruning threshold on lambda_k (Section 5.3); 0 disables pruning.
         reg_covar: variance floor added to every sigma^2 (as scikit-learn's ``reg_covar``).
@@ -475,7 +485,7 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
         if problem is not None:
             raise ValueError('fit_gmm: X contains NaN or inf' if problem.startswith('non-finite')
                              else f'fit_gmm: {problem}')
-    rng = _as_rng(seed)
+    rng = random_generator(seed)
     m = reduction.total(X.shape[0])
     if sample_fraction < 1:
         n_sub = min(m, max(n_components, int(math.ceil(sample_fraction * m))))

@@ -17,7 +17,7 @@ from mixnorm_chainer.functions import (
     compute_dtype,
     to_rows,
 )
-from mixnorm_chainer.gmm import LOCAL, fit_gmm, rows_problem, uncentred
+from mixnorm_chainer.gmm import LOCAL, fit_gmm, random_generator, rows_problem, uncentred
 from mixnorm_chainer.link_state import SkipMissing, add_scale_shift, scale_shift, serialize_json
 from mixnorm_chainer.pool import RowPool
 from mixnorm_chainer.queue import ParameterQueue, queue_normalization
@@ -52,7 +52,9 @@ class MixtureNormalization(chainer.Link):
         inference: ``'consistent'`` (default) or ``'printed'`` form of Eq. 38
             (see :mod:`mixnorm_chainer.queue`).
         reg_covar: the GMM's variance floor.
-        seed: seed of the layer's random generator (k-means++ and subsampling draws).
+        seed: seed of the layer's random generator (k-means++ and subsampling draws); None
+            (default) seeds it with one draw from numpy's global random state when the layer
+            is built, so ``numpy.random.seed(s)`` before building a model makes its runs repeat.
         pool_rows: 0 (default), or how many rows of each training batch to keep for the
             paper's first inference strategy (``pool``, a :class:`~mixnorm_chainer.pool.RowPool`
             of the last T batches' rows, chosen without random draws, so training is unchanged
@@ -94,7 +96,7 @@ class MixtureNormalization(chainer.Link):
                                sample_fraction=sample_fraction, activation=activation,
                                affine=affine, inference=inference, reg_covar=reg_covar,
                                pool_rows=pool_rows))
-        self._rng = numpy.random.default_rng(seed)
+        self._rng = random_generator(seed)
         # Under chainer.mixed16 parameters and statistics stay float32, as in L.BatchNormalization
         self._dtype = chainer.get_dtype(dtype, map_mixed16=numpy.float32)
         add_scale_shift(self, self._dtype, use_gamma, use_beta,

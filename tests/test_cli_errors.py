@@ -331,6 +331,40 @@ def test_console_script_prints_one_line(tmp_path):
         ' (see mixnorm-exp run --help)']
 
 
+def parsers(parser, path):
+    """``(command path, parser)`` of ``parser`` and of every subcommand under it."""
+    import argparse
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from parsers(sub, path + ' ' + name)
+
+
+def test_every_option_of_every_command_has_help(capsys):
+    """`mixnorm-exp CMD -h` explains every option and argument (issue 22: `cost -h` did not):
+    each action of each subcommand (argument groups included) has a help text, except -h."""
+    import argparse
+    missing, seen = [], []
+    for path, parser in parsers(runner.build_parser(), 'mixnorm-exp'):
+        seen.append(path)
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                helped = {a.dest for a in action._choices_actions if (a.help or '').strip()}
+                missing += ['{} {} (the command)'.format(path, name) for name in action.choices
+                            if name not in helped]
+                continue
+            if action.help == argparse.SUPPRESS or not (action.help or '').strip():
+                missing.append('{} {}'.format(path, '/'.join(action.option_strings) or
+                                              action.dest))
+    assert not missing, missing
+    assert {'mixnorm-exp run', 'mixnorm-exp cost', 'mixnorm-exp summarize'} <= set(seen)
+    code, out, _ = cli(runner.main, ['cost', '-h'], capsys)
+    assert code == 0 and 'timed iterations' in out
+
+
 # -- structure -----------------------------------------------------------------------------------
 
 def test_run_folder_code_has_one_way_dependencies():

@@ -16,6 +16,7 @@ from mixnorm_chainer.models import CifarCNN
 from mixnorm_chainer.reproduce import crosscheck, weights
 
 SHAPES = [(4, 3, 5, 6), (40, 5)]
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'docs')
 
 
 @pytest.fixture
@@ -317,6 +318,214 @@ def test_a_foreign_seeded_fit_is_compared_in_log_likelihood(golden, capsys, monk
     status = {tuple(line.split()[:2]): line.split()[-1] for line in lines
               if line.startswith('gmm_fit')}
     assert status[('gmm_fit_seed0_f64', 'fit_score')] == 'FAIL'
+
+
+# -- the manifest's training_mode, evaluated in plain numpy ---------------------------------
+#
+# recipe_transform follows the manifest's `training_mode` text step by step (nothing of
+# mixnorm_chainer is used); gradients are complex-step derivatives of sum(y * gy) (exact to
+# float64 roundoff, no finite-difference error), so gx, ggamma, gbeta are checked without a
+# hand-written backward. Measured against the golden outputs: float64 <= 2.2e-14
+# (mn_train_2d_f64 y, gx), float32 <= 1.3e-5 (mn_train_4d_f32 gx: the Chainer float32 path's
+# one-pass variances, docs/crosscheck.md), float16 (the recipe in float64 rounded to float16)
+# <= 3.5e-6.
+
+#: normwise relative tolerance by the golden array's dtype: float64 ~10x the measured 2.2e-14;
+#: float32 the contract's 1e-4 (~8x the measured 1.3e-5); float16: one float16 ulp of the
+#: largest entry (2^-10), what a rounding flip of any entry can cost.
+RECIPE_TOL = {'float64': 2e-13, 'float32': 1e-4, 'float16': 2.0 ** -10}
+
+#: the formulas recipe_transform implements, as the manifest's training_mode writes them
+RECIPE_FORMULAS = (
+    'lambda_k = n_k / m', 'nuhat_ik = nu_ik / n_k (Eq. 36)', 'mu_k = sum_i nuhat_ik x_i',
+    'sigma_k^2 = sum_i nuhat_ik (x_i - mu_k)^2',
+    'xhat^k_i = (x_i - mu_k) / sqrt(sigma_k^2 + eps)',
+    'z_ik = gamma * xhat^k_i / sqrt(lambda_k) + beta',
+    'xhat^k_i = (x_i - mu_k - beta) / sqrt(max(gamma * sigma_k^2, 0) + eps)',
+    'z_ik = xhat^k_i / sqrt(lambda_k)', 'y_i = sum_k nu_ik * z_ik',
+    'y_i = sum_k nu_ik * ReLU(z_ik)', 'with nu, hence lambda_k and nuhat_ik, held constant',
+    'rounded to float16')
+
+
+def _rows(x):
+    return x if x.ndim == 2 else numpy.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def _unrows(R, shape):
+    if len(shape) == 2:
+        return R
+    return numpy.moveaxis(R.reshape((shape[0],) + tuple(shape[2:]) + (shape[1],)), -1, 1)
+
+
+def recipe_transform(x, gamma, beta, nu, eps, affine, activation, plant=None):
+    """y and (lambda, mu, sigma^2) from the manifest's training_mode (real or complex arrays;
+    ReLU and max(., 0) act on the real part, so complex-step derivatives go through them).
+    ``plant``: a deliberate error ('eps_outside': sqrt(sigma^2) + eps; 'beta_in_variance':
+    Eq. 37's sigma^2 taken about mu + beta)."""
+    X = _rows(x)
+    m = X.shape[0]
+    Y = numpy.zeros_like(X)
+    stats = []
+    for k in range(nu.shape[1]):
+        w = nu[:, k:k + 1]
+        n = w.sum()
+        if n == 0:
+            stats.append((0.0, numpy.zeros(X.shape[1]), numpy.zeros(X.shape[1])))
+            continue
+        lam = n / m
+        nuhat = w / n
+        mu = (nuhat * X).sum(axis=0)
+        var = (nuhat * (X - mu) ** 2).sum(axis=0)
+        stats.append((lam, mu, var))
+        if affine == 'statistics':
+            if plant == 'beta_in_variance':
+                var = (nuhat * (X - mu - beta) ** 2).sum(axis=0)
+            gv = gamma * var
+            xk = (X - mu - beta) / numpy.sqrt(gv * (gv.real > 0) + eps)
+            z = xk / numpy.sqrt(lam)
+        else:
+            root = numpy.sqrt(var) + eps if plant == 'eps_outside' else numpy.sqrt(var + eps)
+            xk = (X - mu) / root
+            z = gamma * xk / numpy.sqrt(lam) + beta
+        if activation == 'relu':
+            z = z * (z.real > 0)
+        Y = Y + w * z
+    return _unrows(Y, x.shape), stats
+
+
+def recipe_outputs(case, inputs, plant=None, h=1e-30):
+    """Every output of an mn_train case by the recipe, in float64 (gradients by complex step)."""
+    o = case['options']
+    x, gamma, beta, nu, gy = (inputs[k].astype(numpy.float64)
+                              for k in ('x', 'gamma', 'beta', 'nu', 'gy'))
+
+    def loss(*args):
+        y, _ = recipe_transform(*args, nu, o['eps'], o['affine'], o['activation'], plant)
+        return (y * gy).sum()
+
+    y, stats = recipe_transform(x, gamma, beta, nu, o['eps'], o['affine'], o['activation'],
+                                plant)
+    out = {'y': y}
+    for name, which in (('gx', 0), ('ggamma', 1), ('gbeta', 2)):
+        args = [a.astype(complex) for a in (x, gamma, beta)]
+        grad = numpy.empty(args[which].shape)
+        for idx in numpy.ndindex(grad.shape):
+            args[which][idx] += 1j * h
+            grad[idx] = loss(*args).imag / h
+            args[which][idx] -= 1j * h
+        out[name] = grad
+    out.update(zip(('weights', 'means', 'variances'),
+                   (numpy.array(s, dtype=numpy.float64) for s in zip(*stats))))
+    return out
+
+
+def recipe_errors(golden, plant=None):
+    """{(case, output): (relative error, tolerance)} of the recipe on every mn_train case."""
+    manifest, arrays = crosscheck.load(golden)
+    result = {}
+    for case in manifest['cases']:
+        if case['kind'] != 'mn_train':
+            continue
+        got = recipe_outputs(case, crosscheck.case_inputs(case, arrays), plant)
+        for key in list(case['outputs']) + list(case['optional_outputs']):
+            expected = arrays[f"{case['name']}/{key}"]
+            value = got[key]
+            if expected.dtype == numpy.float16:      # computed in float32, rounded to float16
+                value = value.astype(numpy.float16)
+            result[case['name'], key] = (rel_err(value, expected), RECIPE_TOL[str(expected.dtype)])
+    return result
+
+
+def test_manifest_states_the_training_transform(golden):
+    manifest, _ = crosscheck.load(golden)
+    assert manifest['training_mode'] == list(crosscheck.TRAINING_MODE)
+    text = ' '.join(manifest['training_mode'])
+    for formula in RECIPE_FORMULAS:
+        assert formula in text, formula
+    for eq in ('Eq. 31', 'Eq. 34', 'Eq. 35', 'Eq. 36', 'Eq. 37', 'Eq. 40', 'Section 3.2'):
+        assert eq in text, eq
+    for option in ('eps', 'min_weight', 'reg_covar', 'kmeans_iters', 'em_iters'):
+        assert option in text, option
+    # the docs quote it entry by entry
+    with open(os.path.join(DOCS, 'crosscheck.md')) as f:
+        docs = ' '.join(f.read().split())
+    for entry in manifest['training_mode']:
+        assert ' '.join(entry.split()) in docs, entry[:60]
+
+
+def test_training_mode_recipe_reproduces_the_golden_outputs(golden):
+    errors = recipe_errors(golden)
+    assert len({c for c, _ in errors}) == 11
+    bad = {k: v for k, v in errors.items() if not v[0] <= v[1]}
+    assert not bad, bad
+
+
+def test_a_planted_error_in_the_recipe_fails(golden):
+    # eps outside the square root: ~1e-5 relative, far beyond the float64 tolerance (2e-13)
+    errors = recipe_errors(golden, plant='eps_outside')
+    for (case, key), (err, tol) in errors.items():
+        if case.endswith(('_f64', '_f64_relu')):
+            if key in ('y', 'gx', 'ggamma'):
+                assert err > 100 * tol, (case, key, err)
+    # Eq. 37's variance taken about mu + beta instead of mu: every 'statistics' output fails
+    errors = recipe_errors(golden, plant='beta_in_variance')
+    stats_cases = {c for c, _ in errors if '_stats' in c}
+    assert stats_cases == {'mn_train_4d_f64_stats', 'mn_train_4d_f64_stats_relu'}
+    for case in stats_cases:
+        for key in ('y', 'gx', 'ggamma', 'gbeta'):
+            assert errors[case, key][0] > errors[case, key][1], (case, key)
+
+
+def test_torch_reference_float16_is_computed_in_float32_and_rounded(torch):
+    from mixnorm_chainer.reproduce import torch_reference as tr
+    x, gamma, beta, nu, gy = make_inputs((4, 3, 5, 6), 3, seed=3)
+    half = [torch.tensor(a.astype(numpy.float16), requires_grad=True) for a in (x, gamma, beta)]
+    single = [torch.tensor(a.astype(numpy.float16).astype(numpy.float32), requires_grad=True)
+              for a in (x, gamma, beta)]
+    nu32 = torch.tensor(nu.astype(numpy.float32))
+    y16 = tr.mixture_normalization(*half, nu32)
+    y32 = tr.mixture_normalization(*single, nu32)
+    assert y16.dtype == torch.float16 and y32.dtype == torch.float32
+    g16 = torch.tensor(gy.astype(numpy.float16))
+    y16.backward(g16)
+    y32.backward(g16.float())
+    assert torch.equal(y16, y32.detach().half())
+    for a, b in zip(half, single):
+        assert a.grad.dtype == torch.float16
+        assert torch.equal(a.grad, b.grad.half())
+
+
+def docs_torch_example():
+    """The PyTorch example of docs/crosscheck.md section 2 (the block using my_mixture_norm)."""
+    with open(os.path.join(DOCS, 'crosscheck.md')) as f:
+        text = f.read()
+    blocks = [b.split('\n', 1)[1] for b in text.split('```python')[1:]]
+    block = next(b for b in blocks if 'my_mixture_norm' in b)
+    return block.split('```')[0]
+
+
+def test_docs_torch_example_runs_and_passes_compare(torch, golden, tmp_path, monkeypatch,
+                                                    capsys):
+    from mixnorm_chainer.reproduce import torch_reference as tr
+    seen = set()
+
+    def my_mixture_norm(x, gamma, beta, nu, eps, affine, activation):
+        # a foreign implementation that, like many, has no float16 path of its own
+        for t in (x, gamma, beta, nu):
+            assert t.dtype != torch.float16, 'the example must compute float16 in float32'
+            seen.add(t.dtype)
+        return tr.mixture_normalization(x, gamma, beta, nu, eps, affine, activation)
+
+    os.symlink(golden, tmp_path / 'golden')
+    monkeypatch.chdir(tmp_path)
+    exec(compile(docs_torch_example(), 'docs/crosscheck.md', 'exec'),
+         {'my_mixture_norm': my_mixture_norm})
+    assert seen == {torch.float32, torch.float64}
+    with numpy.load('theirs.npz') as z:
+        assert z['mn_train_4d_f16/y'].dtype == numpy.float16
+        assert z['mn_train_4d_f16/gx'].dtype == numpy.float16
+    assert crosscheck.main(['compare', 'golden', 'theirs.npz', '--cases', '*_train*']) == 0
+    assert 'FAIL' not in capsys.readouterr().out
 
 
 def test_compare_usage_errors(golden, tmp_path):

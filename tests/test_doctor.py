@@ -134,18 +134,90 @@ def test_collect_failure_is_one_line_not_a_traceback(monkeypatch, capsys):
         'mixnorm-doctor: could not inspect this environment: OSError: disk gone')
 
 
-@pytest.mark.parametrize('smi, hint', [
-    ('| NVIDIA-SMI 580.1   Driver Version: 580.1   CUDA Version: 13.0 |', 'cupy-cuda13x>=14'),
-    ('| NVIDIA-SMI 550.54  Driver Version: 550.54  CUDA Version: 12.4 |', 'cupy-cuda12x>=13.6'),
-    ('| NVIDIA-SMI 470.2   Driver Version: 470.2   CUDA Version: 11.4 |', 'update it'),
+SMI_13 = '| NVIDIA-SMI 580.1   Driver Version: 580.1   CUDA Version: 13.0 |'
+SMI_12 = '| NVIDIA-SMI 550.54  Driver Version: 550.54  CUDA Version: 12.4 |'
+SMI_11 = '| NVIDIA-SMI 470.2   Driver Version: 470.2   CUDA Version: 11.4 |'
+
+
+@pytest.fixture
+def fake_numpy_version(monkeypatch):
+    """Set the numpy version the doctor reads (it reads it through doctor._version)."""
+    real = doctor._version
+
+    def set_version(version):
+        monkeypatch.setattr(doctor, '_version', lambda name: (version, None) if name == 'numpy'
+                            else real(name))
+    return set_version
+
+
+@pytest.fixture
+def fake_nvidia_smi(monkeypatch):
+    def set_output(smi):
+        monkeypatch.setattr(doctor.shutil, 'which', lambda name: '/usr/bin/nvidia-smi')
+        monkeypatch.setattr(doctor.subprocess, 'run',
+                            lambda *a, **k: types.SimpleNamespace(stdout=smi))
+    return set_output
+
+
+@pytest.mark.parametrize('numpy_version', ['2.5.5', '1.26.4'])
+@pytest.mark.parametrize('smi, hint, numpy1_hint', [
+    (SMI_13, "pip install 'cupy-cuda13x>=14'", "pip install 'cupy-cuda13x==13.6.0'"),
+    (SMI_12, "pip install 'cupy-cuda12x>=13.6'", "pip install 'cupy-cuda12x==13.6.0'"),
+    (SMI_11, 'update it', 'update it'),
 ])
-def test_install_hint_follows_nvidia_smi(monkeypatch, smi, hint):
-    monkeypatch.setattr(doctor.shutil, 'which', lambda name: '/usr/bin/nvidia-smi')
-    monkeypatch.setattr(doctor.subprocess, 'run',
-                        lambda *a, **k: types.SimpleNamespace(stdout=smi))
+def test_install_hint_follows_nvidia_smi_and_numpy(fake_nvidia_smi, fake_numpy_version, smi,
+                                                   hint, numpy1_hint, numpy_version):
+    fake_nvidia_smi(smi)
+    fake_numpy_version(numpy_version)
     version, note = doctor.nvidia_smi_cuda()
     assert note == f'nvidia-smi: the driver supports CUDA {version}'
-    assert hint in doctor.cupy_install_hint(version)
+    text = doctor.cupy_install_hint(version)  # reads this environment's numpy
+    assert text == doctor.cupy_install_hint(version, numpy_version)
+    if numpy_version.startswith('2'):
+        assert hint in text and '\n' not in text
+    else:
+        assert numpy1_hint in text
+        if hint.startswith('pip'):  # CuPy 14 (what >=13.6 resolves to as well) needs numpy 2
+            assert not text.startswith(hint) and "'cupy-cuda12x>=13.6'" not in text
+
+
+def test_numpy1_hints_say_why_and_the_numpy2_way(fake_numpy_version):
+    fake_numpy_version('1.26.4')
+    cuda12 = doctor.cupy_install_hint('12.4')
+    assert cuda12.startswith("pip install 'cupy-cuda12x==13.6.0'  (numpy 1.26.4 here, and "
+                             'CuPy 14 needs numpy >= 2')
+    cuda13 = doctor.cupy_install_hint('13.0').splitlines()
+    assert cuda13[0].startswith('CuPy 14 (cupy-cuda13x>=14, the extra '
+                                'mixnorm-chainer[gpu-cuda13]) needs numpy >= 2; numpy 1.26.4 here')
+    assert cuda13[1].strip() == ('PIP_CONSTRAINT=requirements/constraints-numpy2.txt pip install '
+                                 "-e '.[gpu-cuda13]'")
+    assert 'make setup-numpy2' in cuda13[2]
+    assert cuda13[3].startswith("or stay on numpy 1.x: pip install 'cupy-cuda13x==13.6.0'")
+    # numpy not importable: the numpy-2 hint (the extras' own)
+    assert doctor.cupy_install_hint('13.0', numpy_version='') == (
+        "pip install 'cupy-cuda13x>=14'  (extra: mixnorm-chainer[gpu-cuda13])")
+
+
+@pytest.mark.parametrize('numpy_version, expected', [
+    ('2.5.5', ["         pip install 'cupy-cuda13x>=14'  (extra: mixnorm-chainer[gpu-cuda13])"]),
+    ('1.26.4', ['         CuPy 14 (cupy-cuda13x>=14, the extra mixnorm-chainer[gpu-cuda13]) '
+                'needs numpy >= 2; numpy 1.26.4 here. Either a numpy-2 environment, Python 3.12 '
+                'preferred:',
+                "           PIP_CONSTRAINT=requirements/constraints-numpy2.txt pip install -e "
+                "'.[gpu-cuda13]'"]),
+])
+def test_doctor_prints_the_hint_for_the_numpy_it_runs_with(
+        fake_nvidia_smi, fake_numpy_version, monkeypatch, capsys, numpy_version, expected):
+    fake_nvidia_smi(SMI_13)
+    fake_numpy_version(numpy_version)
+    installed = doctor._installed
+    monkeypatch.setattr(doctor, '_installed', lambda name: name != 'cupy' and installed(name))
+    assert doctor.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f'numpy    {numpy_version}' in lines
+    at = lines.index('cupy     not installed; nvidia-smi: the driver supports CUDA 13.0')
+    assert lines[at + 1:at + 1 + len(expected)] == expected
+    assert lines[-1] == 'GPU: not usable: cupy is not installed'
 
 
 def test_missing_library_hints():

@@ -578,3 +578,20 @@ def test_a_run_with_a_pool_trains_as_without_and_evaluates_the_pool(run_folder, 
     assert row == [pooled, '0'] + ['{:.2f}'.format(found[s]['accuracy']) for s in ('queue', 'pool')]
     assert found['queue']['n'] == found['pool']['n'] == 64
     assert found['pool']['pool'] == {'conv3_norm': {'rows': 4 * 50, 'bytes': 10 * 50 * 128 * 4}}
+
+
+def test_cli_evaluate_over_seeds_says_what_its_interval_is(run_folder, tmp_path, capsys):
+    # a second seed of the same variant: the over-seeds line and, with 2 seeds, a legend that
+    # says the interval is the seeds' range (not a bootstrap interval)
+    import shutil
+    other = str(tmp_path / 'seed1')
+    shutil.copytree(run_folder, other)
+    record = runfolder.read_json(os.path.join(other, 'setting.json'))
+    record['seed'] = record['options']['seed'] = 1
+    runfolder.write_json(os.path.join(other, 'setting.json'), record)
+    assert inference.main(['evaluate', run_folder, other, '--batches', '2',
+                           '--strategies', 'queue']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 'over seeds: median [interval] (seeds)' in lines
+    assert any(line.startswith('cnn-c10-MN-2') and line.endswith('(2)') for line in lines)
+    assert "interval with 2 seeds: the seeds' [min, max]" in lines[-1]

@@ -117,3 +117,28 @@ def test_densenet_nag_check_script_runs_and_reports_the_output_scale(capsys):
     low, high = map(float, moments['MN final K=5 g=1/sqrt(K)'].split('-'))
     assert 0.9 < low <= high < 1.05
     assert '0/1' in rows['BN']
+
+
+@pytest.mark.slow
+def test_nag_check_script_on_the_table6_inception_rows(capsys):
+    """``--model inception``: the registry's Table 6 rows; E[y^2] at the MN positions is ~1 for
+    BN and between 1 and K=5 for MN with gamma 1 (K_eff per layer)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        'experiments', 'densenet_nag_check.py')
+    spec = importlib.util.spec_from_file_location('densenet_nag_check', path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(['--model', 'inception', '--size', '16', '--steps', '1', '--seeds', '0',
+                 '--variants', 'bn,table6'])
+    out = capsys.readouterr().out
+    assert 'lr 0.14' in out and 'wd 0.0005' in out
+    rows = {}
+    for line in out.splitlines():          # the first table: one row per variant and seed
+        if line.startswith('| ') and 'variant' not in line:
+            rows.setdefault(line.split('|')[1].strip(), line.split('|'))
+    low, high = map(float, rows['BN'][8].strip().split('-'))
+    assert 0.99 < low <= high < 1.01
+    low, high = map(float, rows['MN inc2/1+inc3/0 K=5'][8].strip().rstrip('*').split('-'))
+    assert 1.5 < low <= high < 5.01

@@ -365,3 +365,35 @@ def test_random_state_round_trips_so_resumed_fits_are_identical(tmp_path):
     resumed = make_link(seed=123, sample_fraction=0.5)
     chainer.serializers.load_npz(path, resumed)
     numpy.testing.assert_array_equal(resumed(x).array, after_save)
+
+
+def test_numpy_global_seed_makes_a_layer_without_seed_repeat():
+    # seed=None: the layer's stream is seeded from numpy's global state when it is built (as
+    # chainer's initializers and scikit-learn's random_state=None), so numpy.random.seed repeats
+    # the run; K=3 with sample_fraction 0.5 draws k-means++ rows and a subsample every step
+    from mixnorm_chainer.gmm import fit_gmm
+    from mixnorm_chainer.models import CifarCNN
+    x = numpy.random.default_rng(5).standard_normal((64, 6, 3, 3)).astype(numpy.float32)
+    x[:32] += 3.0
+    images = numpy.random.default_rng(6).standard_normal((8, 3, 16, 16)).astype(numpy.float32)
+
+    def outputs(global_seed):
+        numpy.random.seed(global_seed)
+        link = MixtureNormalization(6, n_components=3, sample_fraction=0.5)
+        model = CifarCNN(10, mn_layers=('conv2',))
+        fit = fit_gmm(x.transpose(0, 2, 3, 1).reshape(-1, 6), 3, sample_fraction=0.5)
+        with chainer.using_config('train', True):
+            return link(x).array, fit.means, model(images).array
+
+    first, again, other = outputs(0), outputs(0), outputs(1)
+    for a, b in zip(first, again):
+        numpy.testing.assert_array_equal(a, b)
+    assert not numpy.array_equal(first[0], other[0])
+    assert not numpy.array_equal(first[1], other[1])
+    assert not numpy.array_equal(first[2], other[2])
+    # an explicit seed stays its own stream, whatever numpy's global state
+    numpy.random.seed(3)
+    y3 = MixtureNormalization(6, n_components=3, sample_fraction=0.5, seed=7)(x).array
+    numpy.random.seed(4)
+    y4 = MixtureNormalization(6, n_components=3, sample_fraction=0.5, seed=7)(x).array
+    numpy.testing.assert_array_equal(y3, y4)

@@ -156,3 +156,56 @@ def test_table7_numbers():
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(KeyError, match='cnn-c10-BN-2'):
         registry.get('BN-2')
+
+
+def suggestions(name):
+    """The names `registry.get(name)` suggests, in its order."""
+    with pytest.raises(KeyError) as info:
+        registry.get(name)
+    text = str(info.value.args[0])
+    assert '\n' not in text and 'unknown setting {!r}'.format(name) in text
+    return [n.strip(" '") for n in text.split('did you mean ', 1)[1].split('?')[0].split(',')]
+
+
+@pytest.mark.parametrize('typo, first', [
+    ('cnn-c100-BN-3x', 'cnn-c100-BN-3'),         # issue 22: cnn-c10-* came first
+    ('cnn-c100-bn-3', 'cnn-c100-BN-3'),          # case
+    ('inc-c100-nag1-MN2', 'inc-c100-nag1-MN'),
+    ('inc-c10-MN4', 'inc-c10-MN-4'),
+    ('dense40-c10-MN', 'dense40-c100-MN'),
+    ('densenet100-c100-BN', 'dense100-c100-BN'),
+    ('dcgan-cifar10-MN', 'dcgan-c10-MN'),
+    ('dcgan-c10-mn', 'dcgan-c10-MN'),
+])
+def test_unknown_name_suggests_the_most_similar_first(typo, first):
+    names = suggestions(typo)
+    assert names[0] == first and len(names) <= 5
+    assert all(n in registry.SETTINGS for n in names)
+
+
+def test_a_name_like_nothing_suggests_nothing():
+    with pytest.raises(KeyError) as info:
+        registry.get('zzzz')
+    text = info.value.args[0]
+    assert 'did you mean' not in text and 'mixnorm-exp list' in text
+
+
+def test_assumed_choices_are_noted():
+    """The rows whose values the paper does not give say so in their notes (`mixnorm-exp list`
+    prints them): Table 6's K, EM iter. and weight decay, DCGAN's batch size, GBN's alpha, the
+    DenseNet MN rows' initial gamma."""
+    for name in ('inc-c100-nag1-MN', 'inc-c100-nag2-MN'):
+        notes = registry.get(name).notes
+        assert all(word in notes for word in ('K', 'EM iter.', 'weight decay', 'assumed'))
+    for name in ('inc-c100-nag1-BN', 'inc-c100-nag2-BN'):
+        notes = registry.get(name).notes
+        assert 'weight decay' in notes and '5e-4' in notes and 'assumed' in notes
+    for name in ('dcgan-c10-BN', 'dcgan-c10-MN'):
+        assert 'batch size 64' in registry.get(name).notes
+    for name in ('cnn-c10-GBN-cvar-2', 'cnn-c100-GBN-cvar25-2'):
+        assert 'alpha' in registry.get(name).notes and 'our choice' in registry.get(name).notes
+    for name in ('dense40-c100-MN', 'dense100-c100-MN'):
+        assert 'initial_gamma=1/sqrt(K)' in registry.get(name).notes
+    for s in registry.SETTINGS.values():
+        if s.table in ('Table 2', 'Table 4'):
+            assert not s.notes, s.name             # every value is the paper's

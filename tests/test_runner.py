@@ -37,12 +37,39 @@ def test_list_shows_every_setting(capsys):
     for name in registry.SETTINGS:
         assert name in out.out
     code, out = run_cli(['list', '--table', 'Table 6'], capsys)
-    assert out.out.count('inc-c100-nag') == 4
+    rows = [line for line in out.out.splitlines() if line.startswith('inc-c100-nag')]
+    assert len([line for line in rows if ': ' not in line]) == 4      # and 4 notes
+
+
+def test_list_notes_the_assumed_choices(capsys):
+    """docs/experiments.md: Table 6's assumed K, EM iter. and weight decay are noted in the
+    setting; `list` prints every setting's notes (Table 6, DenseNet, DCGAN, GBN)."""
+    code, out = run_cli(['list'], capsys)
+    notes = {line.split(': ', 1)[0]: line.split(': ', 1)[1] for line in out.out.splitlines()
+             if ': ' in line and line.split(': ', 1)[0] in registry.SETTINGS}
+    assert set(notes) == {s.name for s in registry.SETTINGS.values() if s.notes}
+    for policy in ('nag1', 'nag2'):
+        assert 'assumed 5, 2' in notes['inc-c100-{}-MN'.format(policy)]
+        assert 'weight decay' in notes['inc-c100-{}-MN'.format(policy)]
+        assert 'assumed 5e-4' in notes['inc-c100-{}-BN'.format(policy)]
+    assert 'initial_gamma=1/sqrt(K)' in notes['dense40-c100-MN']
+    assert 'batch size 64' in notes['dcgan-c10-BN']
+    code, out = run_cli(['list', '--table', 'Table 6'], capsys)
+    assert out.out.count('not in the paper: assumed') == 4 and 'dense40' not in out.out
+    assert max(len(line) for line in out.out.splitlines()) <= 130
 
 
 def test_unknown_setting_is_a_clear_error(capsys):
     code, out = run_cli(['run', 'nope'], capsys)
     assert code == 2 and 'unknown setting' in out.err
+    # issue 22: the most similar name first, whatever the model family
+    for typo, first in (('cnn-c100-BN-3x', 'cnn-c100-BN-3'), ('inc-c100-MN-44', 'inc-c100-MN-4'),
+                        ('dense100-c100-MNx', 'dense100-c100-MN'),
+                        ('dcgan-c10-BNN', 'dcgan-c10-BN')):
+        code, out = run_cli(['run', typo], capsys)
+        lines = out.err.strip().splitlines()
+        assert code == 2 and len(lines) == 1
+        assert lines[0].split('did you mean ')[1].startswith(first + ','), lines[0]
 
 
 @pytest.mark.slow

@@ -126,10 +126,10 @@ def test_summarize_pairs_by_seed_and_aggregates(tmp_path, capsys):
     base_err = [numpy.mean([100 - 100 * a for a in BN[s]]) for s in BN]
     assert v['mean_error'] == pytest.approx(mean_err)
     assert v['error_ratio'] == pytest.approx([m / b for m, b in zip(mean_err, base_err)])
-    # the over-seeds line: median [range] (3) for three seeds
-    line = [ln for ln in text.splitlines() if ln.startswith('cnn-c10-MN-2@digits')][-1]
-    assert '82.00 [80.00, 88.00] (3)' in line and '20 [10, never] (3)' in line
-    assert '33 [never, 75] (3)' in line
+    # over seeds: median [range] of the three seeds, own numbers then those paired by seed
+    own, paired = [ln for ln in text.splitlines() if ln.startswith('cnn-c10-MN-2@digits')]
+    assert own.split()[1] == '3' and '82.00 [80.00, 88.00]' in own
+    assert paired.split()[2] == '3' and '20 [10, never]' in paired and '33 [never, 75]' in paired
     import csv
     rows = list(csv.DictReader(open(str(tmp_path / 'runs.csv'))))
     mn1 = [r for r in rows if r['name'] == 'cnn-c10-MN-2' and r['seed'] == '1'][0]
@@ -150,8 +150,9 @@ def test_unfinished_runs_are_left_out_of_the_numbers_over_seeds(tmp_path, capsys
     assert runner.main(['summarize', bn, mn]) == 0
     out = capsys.readouterr()
     assert 'incomplete: 1 of 4 epochs' in out.err and 'no evaluation yet' in out.err
-    line = [ln for ln in out.out.splitlines() if ln.startswith('cnn-c10-MN-2@digits')][-1]
-    assert '82.00 [80.00, 88.00] (3)' in line and '20 [10, never] (3)' in line
+    own, paired = [ln for ln in out.out.splitlines() if ln.startswith('cnn-c10-MN-2@digits')]
+    assert own.split()[1] == '3' and '82.00 [80.00, 88.00]' in own
+    assert paired.split()[2] == '3' and '20 [10, never]' in paired
     assert os.path.basename(empty) == 'seed4'
 
 
@@ -173,6 +174,13 @@ def test_pairing_ignores_other_seeds_and_other_data_options(tmp_path):
     assert base is mn0
 
 
+def compare_blocks(text):
+    """``{variant: (paper line, here line)}`` of `compare`'s output, in its order."""
+    lines = text.splitlines()
+    return {line.split(' (baseline: ')[0]: (lines[i + 1].strip(), lines[i + 2].strip())
+            for i, line in enumerate(lines) if ' (baseline: ' in line}
+
+
 def test_variants_separate_mn_options_and_refuse_duplicate_seeds(tmp_path, capsys):
     bn, mn = seed_folders(tmp_path)
     for s in (0, 1):
@@ -180,15 +188,114 @@ def test_variants_separate_mn_options_and_refuse_duplicate_seeds(tmp_path, capsy
                  folder='mn-stat')
     assert runner.main(['compare', bn, mn, str(tmp_path / 'mn-stat')]) == 0
     text = capsys.readouterr().out
-    lines = [ln for ln in text.splitlines() if ln.startswith('cnn-c10-')]
-    assert [ln.split()[0] for ln in lines] == [
+    blocks = compare_blocks(text)
+    assert list(blocks) == [
         'cnn-c10-BN-2@digits', 'cnn-c10-MN-2@digits', 'cnn-c10-MN-2@digits+affine=statistics']
-    assert 'Table 3' in lines[1] and '1.34e+04' in lines[1] and '31' in lines[1]
-    assert 'never [never, never] (2)' in lines[2]
+    paper, here = blocks['cnn-c10-MN-2@digits']
+    assert paper.split()[:5] == ['paper', '(Table', '3)', '1.34e+04', '31']
+    assert here.startswith('here (3 seeds)')
+    paper, here = blocks['cnn-c10-MN-2@digits+affine=statistics']
+    assert here.startswith('here (2 seeds)') and 'never [never, never]' in here
     fake_run(tmp_path, 'cnn-c10-MN-2', 0, [0.1] * 4, folder='again')
     code = runner.main(['summarize', mn, str(tmp_path / 'again')])
     err = capsys.readouterr().err
     assert code == 2 and 'same seed 0' in err and len(err.strip().splitlines()) == 1
+
+
+# -- the over-seeds tables: width and legend (issue 22) ------------------------------------
+
+@pytest.mark.parametrize('n', [2, 3, 4, 5, 6, 7])
+def test_the_legend_says_what_the_interval_is(n):
+    """2-5 seeds: the interval is the seeds' range, and the legend says so; 6 and more: a
+    bootstrap interval inside the range; 1: no interval."""
+    values = list(numpy.random.default_rng(n).normal(size=n))
+    med, low, high, count = seeds.median_interval(values)
+    legend = seeds.interval_legend([n])
+    assert legend.startswith('interval with {} seeds: '.format(n))
+    if n <= seeds.RANGE_UP_TO:
+        assert (low, high) == (min(values), max(values)) and "[min, max]" in legend
+    else:
+        assert min(values) < low < med < high < max(values)
+        assert 'bootstrap interval of the median' in legend and '[min, max]' not in legend
+        assert ('exact' in legend) == (n <= seeds.EXACT_UP_TO)
+    assert seeds.interval_legend([1]) == 'interval with 1 seed: none (the value alone).'
+    assert seeds.interval_cell([2.5]) == '2.50' and seeds.interval_cell([None]) == '-'
+    assert seeds.interval_cell([1, None, 3], '{:.0f}', n=3) == '2 [1, 3] (2)'
+
+
+def realistic_runs(root, bn_seeds, mn_seeds, mn_options=None, epochs=100, every=196):
+    """CIFAR-scale fake runs (196 steps per epoch: five-digit step counts)."""
+    def accs(seed, gain):
+        rng = numpy.random.default_rng(seed)
+        e = numpy.arange(1, epochs + 1)
+        return list(0.3 + gain * (1 - numpy.exp(-e / 20)) + rng.normal(0, 0.01, epochs))
+    for s in bn_seeds:
+        fake_run(root, 'cnn-c100-BN-2', s, accs(s, 0.3), folder='bn', every=every)
+    for s in mn_seeds:
+        fake_run(root, 'cnn-c100-MN-2', s, accs(100 + s, 0.31), mn_options, folder='mn',
+                 every=every)
+    return str(root / 'bn'), str(root / 'mn')
+
+
+def over_seeds_text(text):
+    return text[text.index('\nover seeds'):]
+
+
+def test_over_seeds_tables_fit_in_120_columns(tmp_path, capsys):
+    """Five seeds at CIFAR scale with the longest label the tooling writes (dataset and MN
+    option): the tables were ~200-260 columns wide."""
+    bn, mn = realistic_runs(tmp_path, range(5), range(5), {'affine': 'statistics'})
+    for command in ('summarize', 'compare'):
+        assert runner.main([command, bn, mn]) == 0
+        text = capsys.readouterr().out
+        width = max(len(line) for line in text.splitlines())
+        assert width <= 120, (command, width, text)
+        assert 'cnn-c100-MN-2@digits+affine=statistics' in text
+        assert 'interval with 5 seeds: ' in text and '3-5 seeds' not in text
+    # every number is still there: median and interval of each
+    runs = [reports.load_run(d) for d in seeds.expand_run_dirs([bn, mn])]
+    row = [r for r in reports.seed_table(runs) if r[0].startswith('cnn-c100-MN-2')][0]
+    for key in ('best_acc', 'steps', 'fewer_steps', 'error_ratio'):
+        med, low, high, n = seeds.median_interval(row[2][key])
+        assert n == 5
+    assert seeds.interval_cell(row[2]['steps'], '{:.0f}', 5) in text
+
+
+def test_the_legend_follows_the_seeds_shown(tmp_path, capsys):
+    """Two seeds: the interval is [min, max], one seed: no interval, and the legend says what
+    the tables show, not what 3-5 seeds would give."""
+    bn, mn = realistic_runs(tmp_path, range(2), range(1), epochs=8, every=10)
+    assert runner.main(['summarize', bn, mn]) == 0
+    text = over_seeds_text(capsys.readouterr().out)
+    assert "interval with 1 seed: none (the value alone); with 2 seeds: the seeds' [min, max]" \
+        in ' '.join(text.split())
+    bn_row = [ln for ln in text.splitlines() if ln.startswith('cnn-c100-BN-2@digits')][0]
+    mn_row = [ln for ln in text.splitlines() if ln.startswith('cnn-c100-MN-2@digits')][0]
+    assert bn_row.split()[1] == '2' and bn_row.count('[') == 3          # n, three intervals
+    assert mn_row.split()[1] == '1' and '[' not in mn_row                # one seed: values
+    assert runner.main(['compare', bn]) == 0
+    text = capsys.readouterr().out
+    assert 'here (2 seeds)' in text and 'with 2 seeds:' in text and '1 seed' not in text
+
+
+@pytest.mark.slow
+def test_over_seeds_tables_of_real_seeds_runs(tmp_path, capsys):
+    """`run --seeds 0,1` for BN and MN, then summarize and compare, as docs/experiments.md
+    shows them: narrow tables, and a legend for the two seeds they show."""
+    bn, mn = str(tmp_path / 'bn'), str(tmp_path / 'mn')
+    for name, out in (('cnn-c10-BN-2', bn), ('cnn-c10-MN-2', mn)):
+        assert runner.main(['run', name, '--out', out, '--epochs', '2', '--seeds', '0,1']
+                           + TINY) == 0
+    capsys.readouterr()
+    for command in ('summarize', 'compare'):
+        assert runner.main([command, bn, mn]) == 0
+        text = capsys.readouterr().out
+        assert max(len(line) for line in text.splitlines()) <= 120, text
+        assert "interval with 2 seeds: the seeds' [min, max]" in ' '.join(text.split())
+        assert '3-5 seeds' not in text and '(2)' not in text and '1 seed' not in text
+    paper, here = compare_blocks(text)['cnn-c10-MN-2@digits']
+    assert paper.startswith('paper (Table 3)') and here.startswith('here (2 seeds)')
+    assert here.count('[') == 3
 
 
 # -- figures: mean over seeds with a band --------------------------------------------------
@@ -295,3 +402,13 @@ def test_mn_options_reach_the_layers():
     default = builders.build_model(setting, 10, seed=0).predictor.conv3_norm
     assert (default.affine, default.activation, default.kmeans_iters) == ('output', 'relu', 1)
     assert default.gamma.array == pytest.approx(numpy.ones(default.size))
+
+
+@pytest.mark.parametrize('mn_option', [[], ['--mn-option', 'kmeans_iters=0']])
+def test_run_seeds_without_out_uses_the_default_folder(tmp_path, monkeypatch, mn_option):
+    # every documented --seeds example passes --out; without it the default folder is used
+    monkeypatch.chdir(tmp_path)
+    assert runner.main(['run', 'cnn-c10-MN-2', '--epochs', '1', '--seeds', '0,1'] + mn_option
+                       + TINY) == 0
+    folder = 'cnn-c10-MN-2@digits' + ('+kmeans_iters=0' if mn_option else '')
+    assert sorted(os.listdir(os.path.join('results', folder))) == ['seed0', 'seed1']

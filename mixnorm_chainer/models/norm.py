@@ -29,7 +29,8 @@ def layer_seed(seed, name):
 
     Each layer draws its own stream (k-means++ rows, subsample indices), derived from the model
     seed and the layer name, so runs stay reproducible but layers with the same row count do
-    not draw the same rows. ``None`` (fresh OS entropy) stays None.
+    not draw the same rows. ``None`` stays None: each layer then seeds its stream from numpy's
+    global random state when it is built (``numpy.random.seed`` makes the model repeat).
     """
     if seed is None:
         return None

@@ -17,7 +17,9 @@ Case kinds (arrays in NCHW / (N, C) layout; "rows" are ``x.transpose(0, 2, 3, 1)
   ``x, gamma, beta, nu, gy``; outputs ``y`` and the gradients ``gx, ggamma, gbeta`` for the
   upstream gradient ``gy`` (nu is a constant); optional outputs the components' statistics
   ``weights`` (lambda), ``means``, ``variances`` (Eq. 35-36). ``bn_*`` cases have K = 1
-  (nu = 1), which is batch normalization.
+  (nu = 1), which is batch normalization. The manifest's ``training_mode``
+  (:data:`TRAINING_MODE`) spells out the transform step by step, as ``test_mode`` does for
+  test mode.
 * ``mn_test``: Eq. 38-39 over a queue (``form`` 'consistent' or 'printed'); inputs ``x, gamma,
   beta, queue_weights (T, K), queue_means (T, K, C), queue_variances (T, K, C)`` (the
   transform's statistics, Eq. 35-36), ``queue_fit_weights, queue_fit_means,
@@ -65,6 +67,60 @@ TOLERANCES = {'float64': 1e-10, 'float32': 1e-4, 'float16': 2e-3, 'loglik': 1e-5
 LAYOUT = ('x is (N, C) or (N, C, H, W) (NCHW); rows are x.transpose(0, 2, 3, 1).reshape(-1, C) '
           '(for (N, C): x itself); nu/posterior/responsibilities are (m, K) in that row order')
 
+#: The training transform of the ``mn_train`` cases, step by step (the manifest's
+#: ``training_mode``; docs/crosscheck.md quotes it, tests/test_crosscheck.py evaluates it in
+#: plain numpy against the golden outputs).
+TRAINING_MODE = (
+    'Inputs: X, the rows (m, C) of x (see layout); gamma, beta (C,); nu (m, K), the '
+    'responsibilities of Eq. 31 (stored in the compute dtype; each row sums to 1). nu is an '
+    'input, so the transform needs no GMM fit; the fitted mixture that gave nu is not stored '
+    '(responsibilities_from records its options; Eq. 31 from a given mixture is checked by the '
+    'gmm_fit cases).',
+    'Where nu comes from (in the layer; not needed to reproduce the case): nu_ik = '
+    'w_k N(x_i | m_k, diag v_k) / sum_j w_j N(x_i | m_j, diag v_j) (Eq. 31, no eps), where '
+    'w, m, v are the weights, means and variances of the diagonal GMM fitted to the same rows '
+    '(k-means++ seeding, kmeans_iters Lloyd iterations, an M-step on the hard assignment, '
+    'em_iters EM iterations, then pruning: components whose fitted weight is < min_weight, '
+    'except the largest, are dropped and the rows re-assigned by one E-step and M-step over '
+    'the rest). The transform does not use w, m, v: its lambda_k, mu_k, sigma_k^2 below are '
+    'recomputed from nu. reg_covar is added to the fitted variances v only: it '
+    'changes nu, not the transform. Pruned components are absent from nu (K = nu.shape[1] = '
+    'kept_components). With sample_fraction < 1 the fit uses a subset of the rows, but nu is '
+    'evaluated on every row.',
+    'Per component k = 1..K (Eq. 35-36; sums over all m rows): n_k = sum_i nu_ik; '
+    'lambda_k = n_k / m (the mean of column k of nu); nuhat_ik = nu_ik / n_k (Eq. 36); '
+    'mu_k = sum_i nuhat_ik x_i; sigma_k^2 = sum_i nuhat_ik (x_i - mu_k)^2 (per channel; the '
+    'biased variance, divided by n_k; no eps, no reg_covar). A component with n_k = 0 takes '
+    'no part.',
+    "affine='output' (the default): xhat^k_i = (x_i - mu_k) / sqrt(sigma_k^2 + eps) (Eq. 35: "
+    "eps is added to each channel's variance inside the square root); z_ik = gamma * "
+    'xhat^k_i / sqrt(lambda_k) + beta.',
+    "affine='statistics' (Eq. 37 as printed: beta shifts every component mean, gamma scales "
+    'every component variance): xhat^k_i = (x_i - mu_k - beta) / sqrt(max(gamma * sigma_k^2, '
+    '0) + eps), with sigma_k^2 the variance about mu_k as above (beta does not enter it); '
+    'z_ik = xhat^k_i / sqrt(lambda_k); there is no output affine.',
+    "Output (Eq. 34): y_i = sum_k nu_ik * z_ik; with activation='relu' (Eq. 40): y_i = "
+    'sum_k nu_ik * ReLU(z_ik), the ReLU per component before the sum. Without the ReLU and '
+    "with affine='output' this is gamma * (sum_k nu_ik / sqrt(lambda_k) * xhat^k_i) + beta, "
+    'Eq. 34 followed by the affine, because the rows of nu sum to 1 (beta enters as '
+    'sum_k nu_ik * beta).',
+    'Gradients: gx, ggamma, gbeta are those of sum(y * gy) through every step above with nu, '
+    'hence lambda_k and nuhat_ik, held constant (the stop-gradient of Section 3.2); gx '
+    'includes the paths through mu_k and sigma_k^2; where gamma * sigma_k^2 < 0 the max(., 0) '
+    'passes no gradient.',
+    'Precision and dtypes: the layer subtracts a per-channel constant from the rows before '
+    "these sums (the fit's centring shift); nothing above depends on it. float32 cases are "
+    'computed in float32; float16 cases: x, gamma, beta, gy are cast to float32 (nu is stored '
+    'in float32), the steps above run in float32 and y, gx, ggamma, gbeta are rounded to '
+    'float16. The optional outputs weights, means, variances are lambda_k, mu_k, sigma_k^2 '
+    '(no eps) in the compute dtype.',
+    'K = 1 (bn_* cases, nu = 1): batch normalization with the biased batch variance, '
+    'torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True, eps=eps).',
+    'After the transform the layer pushes (lambda, mu, sigma^2), the queue_weights, '
+    'queue_means, queue_variances of test mode, and the fitted mixture (weights, means, '
+    'variances with the reg_covar floor), the queue_fit_* arrays, onto its queue.',
+)
+
 
 # -- export -------------------------------------------------------------------------------
 
@@ -102,7 +158,9 @@ def export(directory):
         'gradients': ('gx, ggamma, gbeta are d<y, gy>/d(x, gamma, beta); nu (training) and the '
                       'posterior rho and queue statistics (test mode) are constants'),
         'compute_dtype': 'float16 inputs are computed in float32 and the results rounded to '
-                         'float16',
+                         'float16 (x, gamma, beta, gy cast to float32; y and the gradients '
+                         'rounded back)',
+        'training_mode': list(TRAINING_MODE),
         'test_mode': ('queue arrays are oldest entry first; only the newest n_present entries '
                       'take part, with tau of Eq. 39 renormalized over them; a component with '
                       'weight 0 (pruned, or an empty slot) takes no part; the posterior rho_tk '

@@ -4,20 +4,24 @@ Table 2's BN-2 / MN-2 setting (RMSprop with the squared-gradient decay 0.9 as "m
 lr 0.01, weight decay 2e-5, lr x0.93 every 2 epochs; MN at conv3 with K=3, EM iter. 2), scaled
 to what 2 CPU cores do in a few minutes: scikit-learn's handwritten digits (1437 train / 360
 test) upsampled to 16x16 and repeated to 3 channels, batch 64, 15 epochs. Both models start
-from the same seed and see the same batches.
+from the same seed and see the same batches. The two runs are ``mixnorm-exp run cnn-c10-BN-2``
+and ``cnn-c10-MN-2`` with ``--dataset digits --batch-size 64 --epochs 15`` and the same seed
+(same initialization, batch order and MN draws, hence the same logs), so a ``--seeds`` run of
+those settings extends the demo's seed.
 
 Prints test accuracy per epoch for both, the best BN accuracy, and the steps (gradient updates)
-each model needs to first reach it (Table 3's measure); writes ``summary.json`` and each run's
-chainer ``log.json`` under ``--out``.
+each model needs to first reach it (Table 3's measure), in words, for this one seed; writes
+``summary.json`` and each run's chainer ``log.json`` under ``--out``. On a terminal chainer's
+progress bar is shown; off one (a log file, a pipe) only plain lines, as ``mixnorm-exp run``.
 """
 import argparse
 import json
 import os
+import sys
 import time
 
 import chainer
 import chainer.links as L
-import numpy
 from chainer import training
 from chainer.training import extensions
 
@@ -39,7 +43,7 @@ def train_one(name, mn_layers, args, train, test):
     optimizer = chainer.optimizers.RMSprop(lr=args.lr, alpha=0.9)
     optimizer.setup(model)
     optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(args.weight_decay))
-    order = chainer.iterators.ShuffleOrderSampler(numpy.random.RandomState(args.seed))
+    order = runfolder.ResumableShuffle(args.seed)     # mixnorm-exp run's batch order
     train_iter = chainer.iterators.SerialIterator(train, args.batch_size, order_sampler=order)
     test_iter = chainer.iterators.SerialIterator(test, len(test), repeat=False, shuffle=False)
     updater = training.StandardUpdater(train_iter, optimizer)
@@ -49,15 +53,23 @@ def train_one(name, mn_layers, args, train, test):
     trainer.extend(extensions.ExponentialShift('lr', 0.93), trigger=(2, 'epoch'))
     trainer.extend(extensions.observe_lr())
     trainer.extend(extensions.LogReport(trigger=(1, 'epoch'), filename='log.json'))
-    trainer.extend(extensions.PrintReport(
-        ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/accuracy', 'lr',
-         'elapsed_time']))
-    if not args.no_progress:
-        trainer.extend(extensions.ProgressBar(update_interval=5))
+    add_printing(trainer, args.no_progress)
     print(f'== {name} (mn_layers={list(mn_layers)}) ==', flush=True)
     trainer.run()
     with open(os.path.join(out, 'log.json')) as f:
         return json.load(f)
+
+
+def add_printing(trainer, no_progress=False, interactive=None):
+    """PrintReport and, on a terminal only, the progress bar (as ``mixnorm-exp run`` does):
+    off a terminal (a log file, a pipe) plain lines without ANSI escape codes."""
+    if interactive is None:
+        interactive = runfolder.interactive()
+    trainer.extend(extensions.PrintReport(
+        ['epoch', 'iteration', 'main/loss', 'main/accuracy', 'validation/main/accuracy', 'lr',
+         'elapsed_time'], out=sys.stdout if interactive else runfolder.PlainStdout()))
+    if interactive and not no_progress:
+        trainer.extend(extensions.ProgressBar(update_interval=5, out=sys.stdout))
 
 
 def summarize(logs):
@@ -80,6 +92,22 @@ def summarize(logs):
     return summary
 
 
+def comparison_text(summary):
+    """What this one run shows about the steps to BN's best, as a person would say it."""
+    runs = summary['runs']
+    bn, mn = runs['BN']['steps_to_bn_best'], runs['MN']['steps_to_bn_best']
+    seed = summary.get('config', {}).get('seed')
+    this = 'This run' if seed is None else f'This run (seed {seed})'
+    if mn is None:
+        return (f"{this}: MN never reached BN's best accuracy in {runs['MN']['total_steps']} "
+                f'steps; BN reached it at step {bn}.')
+    if mn == bn:
+        return f"{this}: MN and BN first reached BN's best accuracy at the same step, {bn}."
+    change = 1.0 - mn / float(bn)
+    return "{}: MN needed {:.0%} {} steps than BN to reach BN's best accuracy ({} vs {}).".format(
+        this, abs(change), 'fewer' if mn < bn else 'more', mn, bn)
+
+
 def print_summary(summary):
     runs = summary['runs']
     print('\nTest accuracy per epoch (digits, 16x16):')
@@ -91,14 +119,19 @@ def print_summary(summary):
     for name in ('BN', 'MN'):
         r = runs[name]
         steps = r['steps_to_bn_best']
-        print('{}: best {:.4f}; steps to reach BN best: {} of {}; {:.0f} s'.format(
-            name, r['best_accuracy'], 'never' if steps is None else steps, r['total_steps'],
-            r['elapsed_time']))
-    if summary['mn_step_reduction'] is not None:
-        print('MN needs {:.0%} fewer steps than BN to reach BN\'s best accuracy '
-              '(paper, CIFAR-10 BN-2 vs MN-2: ~31%)'.format(summary['mn_step_reduction']))
-    print('One seed is an anecdote: `mixnorm-exp run NAME --seeds 0-4` and `mixnorm-exp '
-          'summarize` give medians with intervals (docs/training-speed.md)')
+        where = 'first at' if name == 'BN' else "reached BN's best at"
+        reach = (f"never reached BN's best in {r['total_steps']} steps" if steps is None else
+                 f"{where} step {steps} of {r['total_steps']}")
+        print(f"{name}: best {r['best_accuracy']:.4f}; {reach}; {r['elapsed_time']:.0f} s")
+    print(comparison_text(summary))
+    print('The paper (Table 3, CIFAR-10, BN-2 vs MN-2): MN needed 31% fewer steps.')
+    print('One seed on one machine does not say whether MN trains faster: the steps to a best '
+          'accuracy\nchange with the seed and with the machine (BLAS, CPU). Medians over seeds, '
+          'with intervals:\n  mixnorm-exp run cnn-c10-BN-2 --dataset digits --batch-size 64 '
+          '--epochs 15 --seeds 0-4 --out runs/bn\n  mixnorm-exp run cnn-c10-MN-2 --dataset '
+          'digits --batch-size 64 --epochs 15 --seeds 0-4 --out runs/mn\n  mixnorm-exp '
+          'summarize runs/bn runs/mn\n(their seed 0 repeats the demo at its default --seed 0). '
+          'What 5 seeds showed at this scale: docs/training-speed.md')
 
 
 def build_parser():
@@ -117,7 +150,8 @@ def build_parser():
                    help='use only the first N training images (for quick checks)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='results/demo')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--no-progress', action='store_true',
+                   help='no progress bar (it is shown only on a terminal anyway)')
     return p
 
 

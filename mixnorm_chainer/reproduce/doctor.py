@@ -1,11 +1,12 @@
 """``mixnorm-doctor``: what this environment can run, on one screen, never a traceback.
 
 Reports Python, numpy, chainer and cupy versions (with the pip command for the CUDA major that
-``nvidia-smi`` reports when cupy is missing), what :mod:`mixnorm_chainer._compat` adapted,
-chainer's CUDA state (``cuda.available`` and, when False although cupy is installed, why, with
-the wheel that provides a missing library), cuDNN, NCCL, the kernel switch
-(``chainer.config.mixnorm_kernels``, ``MIXNORM_KERNELS=0``) and, when a GPU is usable, the
-kernel self-check (:func:`mixnorm_chainer.kernels.self_check.check`, about a second).
+``nvidia-smi`` reports when cupy is missing, for the numpy installed: CuPy 14 needs numpy 2),
+what :mod:`mixnorm_chainer._compat` adapted, chainer's CUDA state (``cuda.available`` and,
+when False although cupy is installed, why, with the wheel that provides a missing library),
+cuDNN, NCCL, the kernel switch (``chainer.config.mixnorm_kernels``, ``MIXNORM_KERNELS=0``)
+and, when a GPU is usable, the kernel self-check
+(:func:`mixnorm_chainer.kernels.self_check.check`, about a second).
 
 Exit status: 0 when everything needed for CPU use works (1 otherwise); with ``--require-gpu``
 also 1 when the GPU is not usable or the kernel self-check fails. ``--json`` prints the same
@@ -81,16 +82,44 @@ def nvidia_smi_cuda():
     return version, f'nvidia-smi: the driver supports CUDA {version}'
 
 
-def cupy_install_hint(cuda_version):
-    """The pip command for the cupy matching a driver's CUDA version (None: no driver)."""
+#: CuPy 14 needs numpy >= 2; CuPy 13.6 is the last CuPy for numpy 1.x (for CUDA 12 and 13)
+CUPY_FOR_NUMPY1 = '13.6.0'
+
+
+def _numpy_major(numpy_version):
+    """1, 2, ... from a version string such as '1.26.4'; None when unknown."""
+    m = re.match(r'(\d+)\.', str(numpy_version or ''))
+    return int(m.group(1)) if m else None
+
+
+def cupy_install_hint(cuda_version, numpy_version=None):
+    """The pip command for the cupy matching a driver's CUDA version and this environment's
+    numpy (``numpy_version``, by default the one installed: CuPy 14 needs numpy >= 2, on numpy
+    1.x CuPy 13.6), or None (no driver). Can span lines."""
     if cuda_version is None:
         return None
+    if numpy_version is None:
+        numpy_version = _version('numpy')[0]
     major = int(cuda_version.split('.')[0])
-    if major >= 13:
-        return "pip install 'cupy-cuda13x>=14'  (extra: mixnorm-chainer[gpu-cuda13])"
-    if major == 12:
-        return "pip install 'cupy-cuda12x>=13.6'  (extra: mixnorm-chainer[gpu-cuda12])"
-    return f'the driver supports only CUDA {cuda_version}: update it to CUDA 12 or 13 (cupy 14)'
+    if major < 12:
+        return (f'the driver supports only CUDA {cuda_version}: update it to CUDA 12 or 13 '
+                '(cupy 14)')
+    cuda = '13' if major >= 13 else '12'
+    extra = f'mixnorm-chainer[gpu-cuda{cuda}]'
+    numpy1 = _numpy_major(numpy_version) == 1
+    if not numpy1:
+        at_least = '14' if cuda == '13' else '13.6'
+        return f"pip install 'cupy-cuda{cuda}x>={at_least}'  (extra: {extra})"
+    pin = f"pip install 'cupy-cuda{cuda}x=={CUPY_FOR_NUMPY1}'"
+    numpy1_note = f'the last CuPy for numpy 1.x; it needs a CUDA {cuda} toolkit on the machine'
+    if cuda == '12':
+        return (f'{pin}  (numpy {numpy_version} here, and CuPy 14 needs numpy >= 2: CuPy '
+                f'{CUPY_FOR_NUMPY1} is {numpy1_note})')
+    return (f'CuPy 14 (cupy-cuda13x>=14, the extra {extra}) needs numpy >= 2; numpy '
+            f'{numpy_version} here. Either a numpy-2 environment, Python 3.12 preferred:\n'
+            "  PIP_CONSTRAINT=requirements/constraints-numpy2.txt pip install -e '.[gpu-cuda13]'\n"
+            "  (or `make setup-numpy2`, then `.venv-numpy2/bin/pip install 'cupy-cuda13x>=14'`)\n"
+            f'or stay on numpy 1.x: {pin}  ({numpy1_note})')
 
 
 def _installed(module_name):
@@ -107,12 +136,13 @@ def _version(module_name):
         return None, _one_line(e)
 
 
-def _cupy_report():
-    """cupy section."""
+def _cupy_report(numpy_version=None):
+    """cupy section (the install hint fits ``numpy_version``, this environment's numpy)."""
     report = {'installed': _installed('cupy')}
     if not report['installed']:
         smi_version, smi_note = nvidia_smi_cuda()
-        report.update(version=None, note=smi_note, install=cupy_install_hint(smi_version))
+        report.update(version=None, note=smi_note,
+                      install=cupy_install_hint(smi_version, numpy_version))
         return report
     version, error = _version('cupy')
     report.update(version=version, import_error=error)
@@ -275,7 +305,7 @@ def collect():
     report['import_warnings'] = [_one_line(w.message) for w in caught
                                  if 'nccl' not in str(w.message).lower()]
     report['compat'] = {'applied': applied, 'error': compat_error}
-    report['cupy'] = _cupy_report()
+    report['cupy'] = _cupy_report(report['numpy'])
     report['cuda'] = _cuda_report(cuda, report['cupy'])
     report['cudnn'] = _cudnn_report(cuda, applied)
     report['nccl'] = _nccl_report(report['cupy'])
@@ -310,7 +340,7 @@ def format_report(r):
     else:
         lines.append(f'cupy     not installed; {cupy["note"]}')
         if cupy['install']:
-            lines.append(f'         {cupy["install"]}')
+            lines += [f'         {line}' for line in cupy['install'].splitlines()]
     applied = r['compat']['applied'] or ['nothing adapted (not needed here)']
     lines += [('_compat  ' if i == 0 else '         ') + a for i, a in enumerate(applied)]
     for w in r.get('import_warnings') or []:

@@ -273,11 +273,17 @@ def main_evaluate(args, out=None):
             found)
     several = [v for v in variants.values() if len(v[1]) > 1]
     if several:
-        print('over seeds: median [95% bootstrap interval of the median] (seeds)', file=out)
+        print('over seeds: median [interval] (seeds)', file=out)
+        counts = []
         for label, founds in several:
-            print('{}: {}'.format(label, '; '.join('{} {}'.format(s, seeds.interval_text(
-                [None if f[s].get('accuracy') is None else 100 * f[s]['accuracy']
-                 for f in founds])) for s in strategies)), file=out)
+            cells = []
+            for s in strategies:
+                values = [None if f[s].get('accuracy') is None else 100 * f[s]['accuracy']
+                          for f in founds]
+                counts.append(sum(v is not None for v in values))
+                cells.append('{} {}'.format(s, seeds.interval_text(values)))
+            print('{}: {}'.format(label, '; '.join(cells)), file=out)
+        print(seeds.interval_legend(counts), file=out)
     for note in notes:
         print(note, file=out)
     if args.json:

@@ -20,7 +20,6 @@ Figures are built on :class:`matplotlib.figure.Figure` (no pyplot state, Agg for
 :data:`MN_COLORS` in order; when one panel holds several BN/MN groups (Table 6's two drop
 policies, DenseNet depths), groups differ by line style.
 """
-import argparse
 import dataclasses
 import json
 import math
@@ -205,6 +204,38 @@ def load_runs(directories, merge=True):
         raise FigureError('no run directories given (--run DIR [DIR ...])')
     return merge_seeds(runs) if merge else runs
 
+
+def seed_run(directory, seed=None):
+    """The run folder of seed ``seed`` in ``directory``: ``directory`` itself when it is a run
+    folder, else the seed folder of a ``mixnorm-exp run --seeds`` folder (found as
+    :func:`load_runs` finds them, :func:`seeds.expand_run_dirs`; the seed read from each
+    folder's setting.json). ``seed`` None: a run folder whatever its seed, or seed 0 of a
+    ``--seeds`` folder. A seed that is not there is a one-line :class:`FigureError` naming the
+    seed folders that are; a missing folder is passed on (the caller reports it)."""
+    found = seeds.expand_run_dirs([directory])
+    if found == [directory] and not os.path.isfile(os.path.join(directory, 'setting.json')):
+        return directory                                  # no run in it: the caller says why
+    by_seed = {}
+    for d in found:
+        by_seed.setdefault(seeds.seed_of(runfolder.read_json(
+            os.path.join(d, 'setting.json'), 'setting.json')), []).append(d)
+    if found == [directory]:                              # a run folder
+        if seed is None or seed in by_seed:
+            return directory
+        raise FigureError('{} is the run of seed {}, not seed {} (--seed selects a seed folder '
+                          'of a `mixnorm-exp run --seeds` folder)'.format(
+                              directory, next(iter(by_seed)), seed))
+    want = 0 if seed is None else seed
+    if want not in by_seed:
+        raise FigureError('{} has no run of seed {}{}; its seed folders: {} (seeds {}); pick '
+                          'one with --seed S'.format(
+                              directory, want, ' (the default)' if seed is None else '',
+                              ', '.join(os.path.basename(d) for d in found),
+                              ', '.join(str(s) for s in sorted(by_seed))))
+    if len(by_seed[want]) > 1:
+        raise FigureError('{} holds several runs of seed {}: {}; give one of them'.format(
+            directory, want, ', '.join(by_seed[want])))
+    return by_seed[want][0]
 
 def merge_seeds(runs):
     """Runs of one variant (:func:`seeds.variant_key`: same setting, dataset, MN and data
@@ -476,55 +507,6 @@ def finish_axes(ax, xlabel, ylabel, ylim=None, legend=True, legend_loc='upper ri
         ax.set_ylim(max(lo, 0.0), min(hi, 100.0) if '%' in ylabel else hi)
     if legend and ax.get_legend_handles_labels()[0]:
         ax.legend(loc=legend_loc, fontsize='small', framealpha=0.8)
-
-
-def save_figure(fig, out):
-    directory = os.path.dirname(out)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    fig.savefig(out, metadata={'Software': None})   # no version stamp: same runs, same bytes
-    return out
-
-
-# -- command line ----------------------------------------------------------------------------
-
-def figure_parser(prog, description, out, window, window_help=None):
-    """The common CLI: ``--run DIR [DIR ...] --out PNG --window W --align --seed``."""
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument('--run', nargs='+', required=True, metavar='DIR',
-                   help='run directories written by `mixnorm-exp run`')
-    p.add_argument('--out', default=out, help='output PNG (default %(default)s)')
-    p.add_argument('--window', type=int, default=window,
-                   help=window_help or 'running mean/std window in epochs (default '
-                   '%(default)s)')
-    p.add_argument('--align', choices=('center', 'trailing'), default='center',
-                   help='window centred on each point or ending at it (default %(default)s)')
-    p.add_argument('--seed', type=int, default=0,
-                   help='accepted for a uniform interface; the figures use no randomness')
-    p.add_argument('--band', choices=('seeds', 'window'), default='seeds',
-                   help='runs of several seeds (a folder of `mixnorm-exp run --seeds`): mean '
-                   'curve with +-1 std over the seeds (seeds, default), or the running mean/std '
-                   'within --window epochs of the mean curve (window)')
-    return p
-
-
-def add_ylim(parser, what='error'):
-    parser.add_argument('--ylim', type=float, nargs=2, metavar=('LO', 'HI'),
-                        help='{} axis limits (default: automatic)'.format(what))
-
-
-def run_main(prog, body, argv, parser):
-    """Parse ``argv``, call ``body(args)`` -> (summary, lines), print the lines and return the
-    summary; a :class:`FigureError`/missing file exits with status 2 and a one-line reason."""
-    args = parser.parse_args(argv)
-    try:
-        summary, lines = body(args)
-    except (FigureError, FileNotFoundError) as e:
-        print('{}: error: {}'.format(prog, e), file=sys.stderr)
-        raise SystemExit(2) from None
-    for line in lines:
-        print(line)
-    return summary
 
 
 def format_curve_rows(summary, what='test error (%)'):

@@ -25,6 +25,7 @@ weight decay; we use K=5, EM iter. 2 (the setting of Table 4's best CIFAR-100 mo
 the same layers' depth) and weight decay 5e-4 (the Inception-V3 runs of Table 4).
 """
 import dataclasses
+import difflib
 
 DATASETS = ('cifar10', 'cifar100')
 MODELS = ('cifar_cnn', 'inception_v3', 'densenet40', 'densenet100', 'dcgan')
@@ -186,7 +187,9 @@ def _inception():
                 optimizer='nesterov', lr=0.14, weight_decay=5e-4, batch_size=256, epochs=150,
                 schedule=schedule, baseline='inc-c100-{}-BN'.format(policy) if mn else None,
                 paper={'steps_to_baseline': steps, 'max_acc': max_acc},
-                notes='K, EM iter. and weight decay not given in the paper (assumed 5, 2, 5e-4)')
+                notes=("K, EM iter., weight decay not in the paper: assumed 5, 2 (Table 4's "
+                       'MN-4), 5e-4 (Table 4)') if mn else
+                      'weight decay not in the paper: assumed 5e-4 (Table 4)')
 
 
 def _densenet():
@@ -210,8 +213,8 @@ def _densenet():
                 baseline='dense{}-c100-BN'.format(depth) if mn else None,
                 paper={'best_error': err, 'max_acc': 100 - err},
                 mn_options=(('initial_gamma', '1/sqrt(K)'),) if mn else (),
-                notes='initial gamma 1/sqrt(K) (not in the paper: with 1 the network diverges '
-                      'at lr 0.1)' if mn else '')
+                notes="MN option initial_gamma=1/sqrt(K), not the paper's 1 (it diverges at "
+                      'lr 0.1; docs/training-speed.md)' if mn else '')
 
 
 def _gbn():
@@ -229,8 +232,9 @@ def _gbn():
                 optimizer='rmsprop', lr=0.01, weight_decay=2e-5, batch_size=256, epochs=100,
                 schedule=('exponential', 0.93, 2), baseline='cnn-{}-BN-2'.format(_short(dataset)),
                 gbn_layers=('conv3',), gbn_deviation=deviation, gbn_alpha=alpha,
-                notes='GBN (Yuan et al. 2019) at conv3, {}{}; not a row of the MN paper'.format(
-                    deviation, '' if alpha is None else ' alpha={}'.format(alpha)))
+                notes='not in the MN paper: GBN (Yuan et al. 2019) at conv3, {}{}'.format(
+                    deviation, '' if alpha is None else
+                    ', alpha={} (our choice)'.format(alpha)))
 
 
 def _dcgan():
@@ -249,7 +253,7 @@ def _dcgan():
             em_iters=2, optimizer='adam', lr=2e-4, weight_decay=0.0, batch_size=64,
             epochs=None, iterations=100000, schedule=('constant',),
             baseline='dcgan-c10-BN' if layers else None, paper=paper,
-            notes='Adam beta1=0, beta2=0.9; batch size 64 not given in the paper (assumed, '
+            notes='Adam beta1=0, beta2=0.9; batch size 64 not in the paper (assumed: '
                   "chainer-gan-lib's default)")
 
 
@@ -267,11 +271,29 @@ TABLE7 = {
 TABLE7_DEPTH = {196: 20, 448: 40}
 
 
+def close_names(name, names, n=5):
+    """Up to ``n`` of ``names`` close to ``name``, most similar first: by difflib's similarity
+    (as argparse's suggestions; ties alphabetically), then those containing ``name``; case is
+    ignored."""
+    key = str(name).lower()
+    ratios = {c: difflib.SequenceMatcher(None, key, c.lower()).ratio() for c in names}
+    close = sorted((c for c, r in ratios.items() if r >= 0.6), key=lambda c: (-ratios[c], c))
+    close += sorted(c for c in names if key in c.lower() and c not in close)
+    return close[:n]
+
+
+def unknown(what, name, names, hint):
+    """The one-line message of an unknown ``name`` among ``names``, with the close ones."""
+    close = close_names(name, names)
+    return 'unknown {} {!r}; {}{}'.format(what, name, 'did you mean {}? '.format(', '.join(
+        close)) if close else '', hint)
+
+
 def get(name):
-    """The setting called ``name``; a clear error listing close names otherwise."""
+    """The setting called ``name``; a one-line error suggesting the most similar names
+    otherwise (:func:`close_names`)."""
     try:
         return SETTINGS[name]
     except KeyError:
-        close = [n for n in SETTINGS if name.lower() in n.lower()] or sorted(SETTINGS)[:8]
-        raise KeyError('unknown setting {!r}; did you mean one of {}? (`mixnorm-exp list` '
-                       'shows all)'.format(name, close)) from None
+        raise KeyError(unknown('setting', name, SETTINGS,
+                               '(`mixnorm-exp list` shows all)')) from None

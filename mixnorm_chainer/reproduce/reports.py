@@ -8,6 +8,7 @@ numbers are medians with bootstrap intervals (:mod:`mixnorm_chainer.reproduce.se
 import math
 import os
 import sys
+import textwrap
 
 from mixnorm_chainer.reproduce import plotting, registry, runfolder, seeds
 from mixnorm_chainer.reproduce.runfolder import format_value
@@ -134,6 +135,53 @@ def print_columns(header, rows, out):
         print('  '.join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
 
 
+def print_blocks(header, blocks, out, indent='  '):
+    """``blocks`` (``[(heading, rows)]``) as a heading line each and its ``rows`` indented, in
+    columns aligned across all blocks under ``header``."""
+    rows = [row for _, block in blocks for row in block]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+    def line(row):
+        return (indent + '  '.join(str(x).ljust(w) for x, w in zip(row, widths))).rstrip()
+    print(line(header), file=out)
+    for heading, block in blocks:
+        print(heading, file=out)
+        for row in block:
+            print(line(row), file=out)
+
+
+#: the width the legends under the over-seeds tables are wrapped to
+LEGEND_WIDTH = 100
+
+
+def print_legend(sentences, out):
+    """``sentences`` (empty ones left out) as one paragraph wrapped to :data:`LEGEND_WIDTH`."""
+    print(textwrap.fill(' '.join(s for s in sentences if s), LEGEND_WIDTH), file=out)
+
+
+class _Cells:
+    """``median [interval]`` cells (:func:`seeds.interval_cell`) that remember their numbers
+    of values, for the legend."""
+
+    def __init__(self):
+        self.counts, self.partial = set(), False
+
+    def __call__(self, values, n, fmt='{:.2f}'):
+        k = sum(v is not None for v in values)
+        self.counts.add(k)
+        self.partial = self.partial or 0 < k < n
+        return seeds.interval_cell(values, fmt, n)
+
+    def legend(self):
+        return seeds.interval_legend(self.counts)
+
+
+#: what the paired numbers over seeds are (the legends of summarize and compare)
+PAIRED_LEGEND = ('steps to base best: the first step at which a run reaches the best test '
+                 'accuracy of the baseline run of the same seed (never: not reached); fewer '
+                 "steps: 100 * (1 - steps / the baseline's steps to its own best).")
+
+
 def incomplete(r):
     """Why run ``r`` cannot count over seeds ('no evaluation yet', 'incomplete: 1 of 3
     epochs'), or None."""
@@ -185,19 +233,28 @@ def seed_table(runs, against_runs=None, warn=None):
 
 
 def print_seed_table(table, out):
-    """The over-seeds table of :func:`summarize` (median [95% bootstrap interval] (n))."""
-    print('\nover seeds: median [95% bootstrap interval of the median] (seeds; with 3-5 seeds the '
-          'interval is their range); steps and mean error paired with the baseline run of the '
-          'same seed; never: the baseline\'s best was not reached', file=out)
-    header = ('variant', 'baseline', 'best acc (%)', 'final acc (%)', 'mean test error (%)',
-              'steps to baseline best', 'fewer steps (%)', 'mean error / baseline')
-    rows = []
-    for label, base, v, _ in table:
-        text = seeds.interval_text
-        rows.append((label, base, text(v['best_acc']), text(v['final_acc']),
-                     text(v['mean_error']), text(v['steps'], '{:.0f}'),
-                     text(v['fewer_steps'], '{:.0f}'), text(v['error_ratio'], '{:.3f}')))
-    print_columns(header, rows, out)
+    """The over-seeds tables of :func:`summarize`: per variant the median [95% bootstrap
+    interval of the median] over its n seeds of the runs' own numbers, then of the numbers
+    paired with the baseline run of the same seed; a legend under them says what the interval
+    is for the numbers of seeds shown (:func:`seeds.interval_legend`)."""
+    cell = _Cells()
+    own, paired = [], []
+    for label, base, v, members in table:
+        n = len(members)
+        own.append((label, n, cell(v['best_acc'], n), cell(v['final_acc'], n),
+                    cell(v['mean_error'], n)))
+        paired.append((label, base, n, cell(v['steps'], n, '{:.0f}'),
+                       cell(v['fewer_steps'], n, '{:.0f}'), cell(v['error_ratio'], n, '{:.3f}')))
+    print('\nover seeds: median [95% bootstrap interval of the median] over the n seeds of each '
+          'variant', file=out)
+    print_columns(('variant', 'n', 'best acc (%)', 'final acc (%)', 'mean error (%)'), own, out)
+    print('\npaired with the baseline run of the same seed', file=out)
+    print_columns(('variant', 'baseline', 'n', 'steps to base best', 'fewer steps (%)',
+                   'error / base'), paired, out)
+    print_legend([cell.legend(), 'mean error: the test error averaged over all evaluations of '
+                  "a run; error / base: a run's mean error over its baseline's.", PAIRED_LEGEND,
+                  '(k) after a number: only k of the n seeds have a baseline run to pair with.'
+                  if cell.partial else ''], out)
 
 
 def _load_runs(directories):
@@ -322,20 +379,20 @@ STEPS_TABLE = {'Table 2': 'Table 3', 'Table 4': 'Table 5'}
 
 
 def compare(directories, against=None, out=None):
-    """The paper's Tables 3/5/6 rows as "paper | here (n seeds, interval)": for every variant
-    among the runs, the steps to its baseline's best test accuracy, the fraction of steps saved
-    and the best accuracy, each as the paper prints it and as the median [95% bootstrap
-    interval] (seeds) of the runs here (each paired with the baseline run of its seed, or with
-    the runs in ``against``). Returns :func:`seed_table`'s rows."""
+    """The paper's Tables 3/5/6 rows as "paper | here": for every variant among the runs, the
+    steps to its baseline's best test accuracy, the fraction of steps saved and the best
+    accuracy, on a ``paper (Table N)`` line as the paper prints them and under it on a ``here (n
+    seeds)`` line as the median [95% bootstrap interval] of the runs here (each paired with the
+    baseline run of its seed, or with the runs in ``against``), with a legend
+    (:func:`print_seed_table`'s). Returns :func:`seed_table`'s rows."""
     out = out or sys.stdout
     runs = [r for r in _load_runs(directories) if r['setting']['model'] != 'dcgan']
     against_runs = _load_runs(against) if against else None
     table = seed_table(runs, against_runs)
-    print('paper | here: median [95% bootstrap interval of the median] (seeds); steps to the '
-          'baseline\'s best test accuracy, paired by seed', file=out)
-    header = ('variant', 'table', 'baseline', 'steps: paper', 'here', 'fewer steps %: paper',
-              'here', 'best acc %: paper', 'here')
-    rows = []
+    print("paper | here: the paper's numbers, and the median [95% bootstrap interval of the "
+          'median] over the seeds here', file=out)
+    cell = _Cells()
+    blocks = []
     table.sort(key=lambda row: (bool(row[3][0]['setting'].get('mn_layers')), row[0]))
     for label, base, v, members in table:
         setting = members[0]['setting']
@@ -346,14 +403,19 @@ def compare(directories, against=None, out=None):
         fewer = (None if steps is None or not base_steps else
                  100.0 * (1.0 - steps / base_steps))
         where = STEPS_TABLE.get(setting.get('table'), setting.get('table', '-'))
-        rows.append((label, where, base,
-                     format_value(steps, '{:.3g}') if steps is not None else
-                     ('never' if 'steps_to_baseline' in paper else '-'),
-                     seeds.interval_text(v['steps'], '{:.0f}'), format_value(fewer, '{:.0f}'),
-                     seeds.interval_text(v['fewer_steps'], '{:.0f}'),
-                     format_value(paper.get('max_acc')),
-                     seeds.interval_text(v['best_acc'])))
-    print_columns(header, rows, out)
+        n = len(members)
+        blocks.append(('{} (baseline: {})'.format(label, base), [
+            ('paper ({})'.format(where),
+             format_value(steps, '{:.3g}') if steps is not None else
+             ('never' if 'steps_to_baseline' in paper else '-'),
+             format_value(fewer, '{:.0f}'), format_value(paper.get('max_acc'))),
+            ('here ({} seed{})'.format(n, '' if n == 1 else 's'),
+             cell(v['steps'], n, '{:.0f}'), cell(v['fewer_steps'], n, '{:.0f}'),
+             cell(v['best_acc'], n))]))
+    print_blocks(('', 'steps to base best', 'fewer steps (%)', 'best test acc (%)'), blocks, out)
+    print_legend([cell.legend(), PAIRED_LEGEND,
+                  '(k) after a number: only k of the seeds have a baseline run to pair with.'
+                  if cell.partial else ''], out)
     if any(m['dataset'] != m['setting']['dataset'] for _, _, _, ms in table for m in ms):
         print('(runs on another dataset than the paper\'s: compare the direction and size of '
               'the effect, not the numbers)', file=out)
@@ -376,8 +438,10 @@ def list_settings(table=None, out=None):
     rows = [s for s in registry.SETTINGS.values() if table is None or s.table == table]
     if not rows:
         tables = sorted({s.table for s in registry.SETTINGS.values()}, key=plotting.natural_key)
-        raise runfolder.RunError('--table {!r}: no such table; the tables are {}'.format(
-            table, ', '.join(repr(t) for t in tables)))
+        close = registry.close_names(table, tables, n=2)
+        raise runfolder.RunError('--table {!r}: no such table; {}the tables are {}'.format(
+            table, 'did you mean {}? '.format(' or '.join(repr(t) for t in close)) if close
+            else '', ', '.join(repr(t) for t in tables)))
     print('{:<22} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6} {:>7} {:>5} {:>4}'
           .format('name', 'table', 'data', 'model', 'MN or GBN layers', 'K', 'EM', 'optim', 'lr',
                   'wd', 'batch', 'ep'), file=out)
@@ -388,9 +452,12 @@ def list_settings(table=None, out=None):
                       s.optimizer, s.lr, s.weight_decay, s.batch_size,
                       s.epochs if s.iterations is None else '{:g}K'.format(s.iterations / 1e3)),
               file=out)
-    for s in rows:
-        if s.mn_options:
-            print('{}: MN option{} {} (not in the paper; docs/training-speed.md)'.format(
-                s.name, 's' if len(s.mn_options) > 1 else '',
-                ' '.join('{}={}'.format(k, v) for k, v in s.mn_options)), file=out)
+    noted = [s for s in rows if s.notes or s.mn_options]
+    if noted:
+        print("\nnotes: choices the paper does not give (assumed) or that are not the paper's",
+              file=out)
+    for s in noted:
+        print('{}: {}'.format(s.name, s.notes or 'MN option{} {} (not in the paper)'.format(
+            's' if len(s.mn_options) > 1 else '',
+            ' '.join('{}={}'.format(k, v) for k, v in s.mn_options))), file=out)
     return rows

@@ -8,13 +8,15 @@
     mixnorm-exp recompute RUN [--batches N]
     mixnorm-exp evaluate RUN [RUN ...] [--strategies queue,printed,pool,recompute,train-mode]
     mixnorm-exp cost [--device ...] [--iters N]
+    mixnorm-exp smoke [NAME ...] [--steps N] [--batch-size B] [--input-size S] [--seed S]
 
 The command line only: one parser-building function per command, each with the function that
 does the command (``args.func``): :func:`mixnorm_chainer.reproduce.reports.list_settings`,
 :func:`mixnorm_chainer.reproduce.training.run` (or ``run_seeds``),
 :func:`~mixnorm_chainer.reproduce.reports.summarize`,
 :func:`~mixnorm_chainer.reproduce.reports.compare`, the inference commands of
-:mod:`mixnorm_chainer.reproduce.inference` and :func:`mixnorm_chainer.reproduce.cost.cost`.
+:mod:`mixnorm_chainer.reproduce.inference`, :func:`mixnorm_chainer.reproduce.cost.cost` and
+:mod:`mixnorm_chainer.reproduce.smoke`.
 The argument types are in :mod:`mixnorm_chainer.reproduce.arguments`.
 """
 import os
@@ -26,6 +28,7 @@ from mixnorm_chainer.reproduce import (
     data_parallel,
     inference,
     reports,
+    smoke,
     training,
 )
 from mixnorm_chainer.reproduce.arguments import (
@@ -44,7 +47,7 @@ from mixnorm_chainer.reproduce.arguments import (
 
 def build_parser():
     """The parser of ``mixnorm-exp`` and its commands."""
-    p = ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0])
+    p = ArgumentParser(prog='mixnorm-exp', description=__doc__.split('\n')[0].replace('``', ''))
     sub = p.add_subparsers(dest='command', required=True)
     add_list_parser(sub)
     add_run_parser(sub)
@@ -53,6 +56,7 @@ def build_parser():
     inference.add_recompute_parser(sub)
     inference.add_evaluate_parser(sub)
     add_cost_parser(sub)
+    add_smoke_parser(sub)
     return p
 
 
@@ -85,11 +89,13 @@ def add_run_parser(sub):
     r.add_argument('--train-limit', type=positive_int,
                    help='use only the first N training images')
     r.add_argument('--test-limit', type=positive_int, help='use only the first N test images')
-    r.add_argument('--test-batch-size', type=positive_int, help='default 500')
+    r.add_argument('--test-batch-size', type=positive_int,
+                   help='images per test-evaluation batch (default 500)')
     r.add_argument('--no-augment', action='store_true', default=None,
                    help='no crop/flip augmentation')
     r.add_argument('--device', default='@numpy', help="chainer device: '@numpy', '@cupy:0'")
-    r.add_argument('--seed', type=nonnegative_int, help='default 0')
+    r.add_argument('--seed', type=nonnegative_int,
+                   help='seed of the initialization, data order and MN draws (default 0)')
     r.add_argument('--seeds', type=seed_list, metavar='S1,S2,...',
                    help='one run per seed (e.g. 0,1,2 or 0-4) in OUT/seedS, one after the '
                    'other; summarize/compare aggregate over them')
@@ -141,7 +147,8 @@ def _add_gan_arguments(g):
                    help='FID Inception weights converted with `python -m '
                    'mixnorm_chainer.reproduce.fid convert pt_inception-2015-12-05-6726825d.pth '
                    'NPZ`')
-    g.add_argument('--fid-batch-size', type=positive_int, help='default 100')
+    g.add_argument('--fid-batch-size', type=positive_int,
+                   help='images per batch of the FID feature extractor (default 100)')
     g.add_argument('--width', type=positive_int,
                    help="DCGAN channels ch (generator's first map, discriminator's last conv; "
                    'default 512 as chainer-gan-lib)')
@@ -158,7 +165,8 @@ def _summarize(args):
 
 def add_summarize_parser(sub):
     s = sub.add_parser('summarize', help="print the paper's tables from run folders")
-    s.add_argument('dirs', nargs='+')
+    s.add_argument('dirs', nargs='+', metavar='DIR',
+                   help='run folders, or folders of --seeds runs (their seedS folders)')
     s.add_argument('--csv', metavar='FILE',
                    help="also write one row per run as CSV to FILE (for spreadsheets and "
                    "pandas); '-': the CSV on stdout instead of the tables")
@@ -172,7 +180,8 @@ def add_summarize_parser(sub):
 def add_compare_parser(sub):
     k = sub.add_parser('compare', help="the paper's Tables 3/5/6 rows: paper | here (seeds, "
                        'interval)')
-    k.add_argument('dirs', nargs='+', help='run folders or folders of --seeds runs')
+    k.add_argument('dirs', nargs='+', metavar='DIR',
+                   help='run folders, or folders of --seeds runs (their seedS folders)')
     k.add_argument('--against', nargs='+', metavar='DIR',
                    help='compare with the runs of the same seed among these (default: the '
                    "setting's baseline runs among DIRS)")
@@ -182,17 +191,48 @@ def add_compare_parser(sub):
 
 def add_cost_parser(sub):
     c = sub.add_parser('cost', help='Table 7: DenseNet iterations/sec, BN vs MN')
-    c.add_argument('--device', default='@numpy')
-    c.add_argument('--iters', type=positive_int, default=10)
-    c.add_argument('--warmup', type=nonnegative_int, default=2)
-    c.add_argument('--input-size', type=int_at_least(4), default=32)
-    c.add_argument('--batch-sizes', type=positive_int, nargs='*', help='subset of 64 128')
+    c.add_argument('--device', default='@numpy',
+                   help="chainer device: '@numpy' (default), '@cupy:0' (the paper's numbers "
+                   'are from a GPU)')
+    c.add_argument('--iters', type=positive_int, default=10, metavar='N',
+                   help='timed iterations per row (default %(default)s)')
+    c.add_argument('--warmup', type=nonnegative_int, default=2, metavar='N',
+                   help='untimed iterations before them (default %(default)s)')
+    c.add_argument('--input-size', type=int_at_least(4), default=32, metavar='PIXELS',
+                   help='image side of the random input batch (default %(default)s, as CIFAR)')
+    c.add_argument('--batch-sizes', type=positive_int, nargs='*', metavar='B',
+                   help="only these of Table 7's batch sizes (64, 128; default both)")
     c.add_argument('--components', type=positive_int, nargs='*', default=[1, 2, 3, 4, 5],
-                   help='K values; 1 = BN')
+                   metavar='K', help='K values of the MN layer; 1 = BN (default 1 2 3 4 5)')
     c.add_argument('--depth', type=densenet_depth,
-                   help='override the DenseNet depth (for quick runs; 3n + 4)')
+                   help="another DenseNet depth (3n + 4, e.g. 7 for a quick run) instead of "
+                   "Table 7's DenseNet-20/40; the paper's numbers are then not shown")
     c.set_defaults(func=lambda args: cost.cost(args))
     return c
+
+
+def add_smoke_parser(sub):
+    k = sub.add_parser('smoke', help='does a setting train? a few steps of each on digits, '
+                       'on the CPU; exit status 1 when one diverges')
+    k.add_argument('names', nargs='*', metavar='NAME',
+                   help='settings to check (default: all; the BN row of an MN/GBN row is added)')
+    k.add_argument('--steps', type=positive_int, default=smoke.DEFAULT_STEPS,
+                   help='training steps (default %(default)s)')
+    k.add_argument('--batch-size', type=int_at_least(2), default=smoke.DEFAULT_BATCH,
+                   help='images per training step (default %(default)s)')
+    k.add_argument('--input-size', type=int_at_least(8), default=None,
+                   help='image side for every model (Inception-V3: >= 15, DCGAN: a multiple '
+                   'of 8; default: {})'.format(', '.join(
+                       '{} {}'.format(m, s) for m, s in smoke.INPUT_SIZE.items())))
+    k.add_argument('--seed', type=nonnegative_int, default=0,
+                   help='initialization and batch order (default 0)')
+    k.add_argument('--mn-option', type=mn_option, action='append', metavar='KEY=VALUE',
+                   help="an MN option of the MN rows' layers, repeatable (as for run; not "
+                   'for DCGAN)')
+    k.add_argument('--width', type=int_at_least(8), default=smoke.DEFAULT_WIDTH,
+                   help='DCGAN channels (default %(default)s)')
+    k.set_defaults(func=smoke.smoke_command)
+    return k
 
 
 def main(argv=None):

@@ -23,9 +23,10 @@ Per MN run and the baseline run of the same seed (:func:`paired_numbers`), Table
 
 Over seeds (:func:`median_interval`): the median and a 95% percentile-bootstrap interval of the
 median. With up to 6 seeds every one of the n^n resamples is enumerated (exact, no random
-draws); with more, 20000 resamples are drawn with a fixed seed. For 3 to 5 seeds the interval
+draws); with more, 20000 resamples are drawn with a fixed seed. For 2 to 5 seeds the interval
 is the range of the seeds (the median of a resample is the smallest value with probability
-> 2.5%): it says how far apart the seeds are, not more.
+> 2.5%): it says how far apart the seeds are, not more; one seed has no interval.
+:func:`interval_legend` says so for the numbers of seeds a table shows.
 """
 import itertools
 import os
@@ -161,12 +162,19 @@ def paired_numbers(log, baseline_log):
 
 # -- over seeds ----------------------------------------------------------------------------
 
-def bootstrap_medians(values, draws=20000, seed=0):
+#: up to this many values every bootstrap resample is enumerated (exact); above, DRAWS are drawn
+EXACT_UP_TO = 6
+DRAWS = 20000
+#: from 2 up to this many values the 95% interval of the median is the values' range
+RANGE_UP_TO = 5
+
+
+def bootstrap_medians(values, draws=DRAWS, seed=0):
     """Medians of the bootstrap resamples of ``values`` with their probabilities:
-    every resample (n^n, exact) for n <= 6, else ``draws`` random ones."""
+    every resample (n^n, exact) for n <= :data:`EXACT_UP_TO`, else ``draws`` random ones."""
     x = numpy.asarray(values, dtype=numpy.float64)
     n = x.size
-    if n <= 6:
+    if n <= EXACT_UP_TO:
         index = numpy.array(list(itertools.product(range(n), repeat=n)))
     else:
         index = numpy.random.default_rng(seed).integers(0, n, (draws, n))
@@ -202,6 +210,46 @@ def interval_text(values, fmt='{:.2f}'):
     def one(v):
         return 'never' if numpy.isinf(v) else fmt.format(v)
     return '{} [{}, {}] ({})'.format(one(med), one(low), one(high), n)
+
+
+def interval_cell(values, fmt='{:.2f}', n=None):
+    """A table cell: ``median [low, high]`` of :func:`median_interval`, the value alone for
+    one value, ``-`` for none; `` (k)`` appended when only k of ``n`` values are given."""
+    med, low, high, k = median_interval(values)
+    if k == 0:
+        return '-'
+
+    def one(v):
+        return 'never' if numpy.isinf(v) else fmt.format(v)
+    text = one(med) if k == 1 else '{} [{}, {}]'.format(one(med), one(low), one(high))
+    return text + (' ({})'.format(k) if n is not None and k != n else '')
+
+
+def interval_legend(counts):
+    """What the interval of ``median [interval]`` is for these numbers of seeds (those a table
+    shows), as one sentence: none for 1, the range for 2 to :data:`RANGE_UP_TO`, the bootstrap
+    interval beyond."""
+    counts = sorted({int(c) for c in counts if c})
+
+    def some(ns):
+        return ', '.join(map(str, ns[:-1])) + (' or ' if len(ns) > 1 else '') + str(ns[-1])
+    parts = []
+    if 1 in counts:
+        parts.append('1 seed: none (the value alone)')
+    ranged = [c for c in counts if 2 <= c <= RANGE_UP_TO]
+    if ranged:
+        parts.append("{} seeds: the seeds' [min, max] (for 2-{} seeds that is what the 95% "
+                     'bootstrap interval of the median is; it says how far apart the seeds are, '
+                     'no more)'.format(some(ranged), RANGE_UP_TO))
+    exact = [c for c in counts if RANGE_UP_TO < c <= EXACT_UP_TO]
+    if exact:
+        parts.append('{} seeds: the 95% percentile-bootstrap interval of the median over all '
+                     'n^n resamples (exact)'.format(some(exact)))
+    drawn = [c for c in counts if c > EXACT_UP_TO]
+    if drawn:
+        parts.append('{} seeds: the 95% percentile-bootstrap interval of the median from {} '
+                     'resamples drawn with a fixed seed'.format(some(drawn), DRAWS))
+    return 'interval with ' + '; with '.join(parts) + '.' if parts else ''
 
 
 def mean_curve(logs, key=ACC_KEY, by='epoch'):

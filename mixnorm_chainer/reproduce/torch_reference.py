@@ -22,7 +22,9 @@ hand-written backward): gradients come from torch autograd.
   (MN layers run in test mode only, Eq. 38, from their exported queue).
 
 torch is imported lazily; without it every function raises an ImportError saying how to install
-it (``pip install 'mixnorm-chainer[torch]'``). float16 inputs are computed in float32.
+it (``pip install 'mixnorm-chainer[torch]'``). float16 inputs are computed in float32 and the
+results (outputs, and through autograd's casts the gradients) rounded to float16, as the
+golden-vector contract says.
 """
 import math
 

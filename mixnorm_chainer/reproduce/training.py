@@ -383,9 +383,8 @@ def run_seeds(args, extra_extensions=()):
                                  'seed), not both')
     if args.resume and getattr(args, 'force', False):
         runfolder.prepare(args.out or '.', True, True)      # the one-line contradiction
-    _mn_option_dict(args)
     base = args.out or runfolder.default_out(setting, args.dataset or setting.dataset, 0,
-                                             args.mn_options)
+                                             _mn_option_dict(args))
     if os.path.isfile(os.path.join(base, 'setting.json')):
         raise runfolder.RunError('{} holds a run of one seed; give the seed runs another --out '
                                  '(they go to OUT/seedS)'.format(base))
