@@ -218,7 +218,7 @@ def test_densenet_k1_mn_equals_bn(fused_relu):
     bn = DenseNet(13)
     numpy.random.seed(0)
     mn = DenseNet(13, mn_layers=('trans1', 'trans2', 'final'), n_components=1,
-                  fused_relu=fused_relu)
+                  fused_relu=fused_relu, seed=0)   # a seed: no draw from numpy's global state
     assert mn.final_norm.activation == ('relu' if fused_relu else None)
     numpy.testing.assert_allclose(mn(x).array, bn(x).array, rtol=1e-4, atol=1e-5)
 
@@ -229,7 +229,8 @@ def test_inception_k1_mn_equals_bn(fused_relu):
     numpy.random.seed(0)
     bn = InceptionV3(10)
     numpy.random.seed(0)
-    mn = InceptionV3(10, mn_layers=('red1', 'inc3/0'), n_components=1, fused_relu=fused_relu)
+    mn = InceptionV3(10, mn_layers=('red1', 'inc3/0'), n_components=1, fused_relu=fused_relu,
+                     seed=0)
     numpy.testing.assert_allclose(mn(x).array, bn(x).array, rtol=1e-3, atol=1e-4)
 
 

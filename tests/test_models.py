@@ -65,7 +65,7 @@ def test_fused_relu_model_equals_relu_of_unfused_for_k1():
     numpy.random.seed(0)
     bn = CifarCNN(10)
     numpy.random.seed(0)
-    mn = CifarCNN(10, mn_layers=('conv2', 'conv3'), n_components=1)
+    mn = CifarCNN(10, mn_layers=('conv2', 'conv3'), n_components=1, seed=0)  # no global draw
     numpy.testing.assert_allclose(mn(x).array, bn(x).array, rtol=1e-4, atol=1e-5)
 
 
