@@ -1,6 +1,8 @@
 """``mixnorm-exp smoke``: a few steps of every setting on digits; exit 1 when one diverges."""
 import math
 
+import chainer
+import numpy
 import pytest
 
 from mixnorm_chainer.reproduce import registry, runner, smoke
@@ -141,3 +143,22 @@ def test_the_whole_table_runs_at_a_tiny_size(capsys):
     assert [ln.split()[0] for ln in lines[1:-1]] == [s.name for s in smoke.plan()]
     assert code == 0 and lines[-1].endswith('all train'), out
     assert all(ln.split()[7] == 'yes' for ln in lines[1:-1])
+
+
+def test_the_test_mode_pass_is_computed_in_float64():
+    """Table 6's rows at batch 8 (2 steps at NAG lr 0.14) reach a test-mode loss of 6e37: in
+    float32 the pass overflowed to NaN on numpy 2 (CI) and 'non-finite' reported a large
+    number. Planted here by scaling the weights of a model whose running statistics are
+    those of its initialization."""
+    setting = registry.get('cnn-c10-BN-2')      # MN's test mode needs a trained queue
+    model, _, _, (x, t) = smoke._classifier_parts(setting, 16, 8, 0, None)
+    for param in model.params():
+        param.array *= 1e5
+    with chainer.using_config('train', False), chainer.no_backprop_mode(), \
+            numpy.errstate(all='ignore'):
+        assert not numpy.isfinite(float(model(x, t).array))
+        copy = smoke._float64_copy(model)
+        loss = float(copy(x.astype(numpy.float64), t).array)
+    assert numpy.isfinite(loss) and loss > 1e30
+    assert {p.dtype for p in copy.params()} == {numpy.dtype(numpy.float64)}
+    assert {p.dtype for p in model.params()} == {numpy.dtype(numpy.float32)}   # a copy

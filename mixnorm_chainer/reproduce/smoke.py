@@ -7,8 +7,8 @@ input size and batch, ``--steps`` updates with the setting's optimizer, learning
 (the values of its first steps in the paper's run: :func:`~mixnorm_chainer.reproduce.training.
 schedule_extension` with the paper's iterations per epoch) and MN options (``--mn-option``
 adds to them as for ``run``), then one test-mode pass (BN running statistics, MN's queue) on
-held-out digits. The data order and the initialization come from ``--seed``; a setting and its
-BN row see the same batches.
+held-out digits, computed in float64 (:func:`_float64_copy`). The data order and the
+initialization come from ``--seed``; a setting and its BN row see the same batches.
 
 "last" is the mean training loss of the last half of the steps (one batch's loss is too
 noisy at these batch sizes). A setting diverged (:func:`verdict`; the factors are measured in
@@ -25,6 +25,7 @@ For DCGAN the training loss is the generator's. Exit status 1 when any setting d
 names are listed at the end), 2 for a usage error.
 """
 import argparse
+import copy
 import dataclasses
 import math
 import sys
@@ -130,6 +131,22 @@ def _train(trainer, key, losses):
     return ''
 
 
+def _float64_copy(model):
+    """A copy of ``model`` with its parameters and persistent arrays (BN running statistics)
+    in float64: the test-mode pass of a network whose weights grew in its first steps at the
+    paper's learning rate overflows float32 (Table 6's rows at batch 8: a loss of 6e37), so
+    'non-finite' would report a large number instead of a NaN from the arithmetic."""
+    model = copy.deepcopy(model)
+    for param in model.params():
+        param.array = param.array.astype(numpy.float64)
+    for link in model.links():
+        for name in link._persistent:
+            value = getattr(link, name)
+            if isinstance(value, numpy.ndarray) and value.dtype.kind == 'f':
+                setattr(link, name, value.astype(numpy.float64))
+    return model
+
+
 def check_classifier(setting, steps, size, batch, seed, mn_options=None):
     """:class:`Result` of a classification setting (CIFAR CNN, Inception-V3, DenseNet, GBN)."""
     model, optimizer, it, (x, t) = _classifier_parts(setting, size, batch, seed, mn_options)
@@ -143,7 +160,7 @@ def check_classifier(setting, steps, size, batch, seed, mn_options=None):
     if not error:
         with chainer.using_config('train', False), chainer.no_backprop_mode():
             try:
-                test_loss = float(model(x, t).array)
+                test_loss = float(_float64_copy(model)(x.astype(numpy.float64), t).array)
             except (ValueError, RuntimeError, ArithmeticError) as e:
                 error = 'test mode: ' + ' '.join(str(e).split())[:100]
     return Result(setting.name, setting.optimizer, float(optimizer.lr), size, losses,
