@@ -8,9 +8,10 @@ the NVRTC wheel; see requirements/nvrtc-cuda13.txt). Not part of CI (large downl
    chainer's "cuDNN is not enabled" warning does not appear.
 2. Collects the kernel definitions: three sample kernels of this script (an elementwise kernel
    with raw parameters and a preamble, a reduction broadcasting over axes (0, 2), one with two
-   outputs and a fixed-dtype scalar) and every kernel the package builds, recorded by the CPU
-   kernel harness (``tests/cuda_kernel_harness.py``) while
-   ``mixnorm_chainer.kernels.self_check.check`` runs on numpy (with ``kernels.enabled``
+   outputs and a fixed-dtype scalar) and every kernel the package builds (those of
+   ``mixnorm_chainer/kernels/__init__.py`` and the per-set fit's of ``kernels/group.py``; the
+   self-check runs each), recorded by the CPU kernel harness (``tests/cuda_kernel_harness.py``)
+   while ``mixnorm_chainer.kernels.self_check.check`` runs on numpy (with ``kernels.enabled``
    following ``chainer.config.mixnorm_kernels`` for numpy arrays, as in tests/test_kernels.py,
    so the package's own dispatch reaches every kernel).
 3. For each distinct definition and argument dtypes builds the CUDA source CuPy generates for

@@ -10,6 +10,7 @@ import chainer.functions as F
 import numpy
 import pytest
 
+import mixnorm_chainer as mn
 from mixnorm_chainer import mixture_normalization, queue_normalization
 from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.models import CifarCNN
@@ -160,7 +161,7 @@ def test_export_writes_a_manifest_that_describes_every_array(golden):
         assert case['equation'] and case['options'] is not None
     assert expected_keys == set(arrays)
     kinds = {c['kind'] for c in cases}
-    assert kinds == {'mn_train', 'mn_test', 'gmm_em', 'gmm_fit'}
+    assert kinds == {'mn_train', 'mn_test', 'gmm_em', 'gmm_fit', 'mn_group'}
     mn = [c for c in cases if c['kind'].startswith('mn_')]
     assert {c['dtype'] for c in mn} == {'float64', 'float32', 'float16'}
     assert {c['layout'] for c in mn} == {'NCHW', 'NC'}
@@ -474,6 +475,223 @@ def test_a_planted_error_in_the_recipe_fails(golden):
     for case in stats_cases:
         for key in ('y', 'gx', 'ggamma', 'gbeta'):
             assert errors[case, key][0] > errors[case, key][1], (case, key)
+
+
+# -- mn_group: Mixture Group Normalization (the deterministic set fit and the transform) ----
+#
+# The torch reference's fit_set_mixture / mixture_group_normalization are written from the
+# manifest's group_mode (mean centring, strided subset, quantile seeds, Lloyd k-means, hard
+# M-step, EM, pruning; Eq. 34-37, 40 per set) and fit every set themselves: no nu is given.
+# Measured against the golden outputs (torch 2.13 CPU, numpy 1.26), every output of the case,
+# the fitted mixtures included: float64 <= 6.5e-15 (mn_group_4d_gC_k3_f64 ggamma), float32
+# <= 8.8e-7 (mn_group_4d_gC_k2_f32_relu y), float16 0 (both sides round the same float32
+# values; the fit outputs are float32, <= 1.9e-7).
+
+#: ~10x the measured errors; float16: one float16 ulp of the largest entry (2^-10), what one
+#: rounding flip of a float32 result costs.
+GROUP_TOL = {'float64': 6e-14, 'float32': 9e-6, 'float16': 2.0 ** -10}
+
+
+def group_cases(golden):
+    manifest, arrays = crosscheck.load(golden)
+    return [c for c in manifest['cases'] if c['kind'] == 'mn_group'], arrays
+
+
+def group_errors(golden):
+    """{(case, output): (relative error, tolerance)} of the torch reference on every mn_group
+    case, required and optional outputs."""
+    from mixnorm_chainer.reproduce import torch_reference as tr
+    cases, arrays = group_cases(golden)
+    result = {}
+    for case in cases:
+        got = tr.crosscheck_impl(case, crosscheck.case_inputs(case, arrays))
+        for key in list(case['outputs']) + list(case['optional_outputs']):
+            expected = arrays[f"{case['name']}/{key}"]
+            result[case['name'], key] = (rel_err(got[key], expected),
+                                         GROUP_TOL[str(expected.dtype)])
+    return result
+
+
+def test_group_cases_cover_sets_components_and_degenerate_inputs(golden):
+    cases, arrays = group_cases(golden)
+    assert len(cases) == 16
+    opts = [c['options'] for c in cases]
+    channels = {c['name']: c['shape'][1] for c in cases}
+    assert {o['groups'] for o in opts} == {1, 2, 4}
+    assert any(c['options']['groups'] == channels[c['name']] for c in cases)   # G = C
+    assert {o['n_components'] for o in opts} == {1, 2, 3}
+    assert {c['dtype'] for c in cases} == {'float64', 'float32', 'float16'}
+    assert {c['layout'] for c in cases} == {'NCHW', 'NC'}
+    assert any(c['shape'][0] == 1 for c in cases)                              # batch of one
+    assert {(o['affine'], o['activation']) for o in opts} == {
+        ('output', None), ('output', 'relu'), ('statistics', None)}
+    assert any(o['sample_fraction'] < 1 and o['kmeans_iters'] == o['em_iters'] == 2
+               for o in opts)
+    specials = {kind for c in cases for kind in c['special_sets'].values()}
+    assert specials == {'constant', 'zeros', 'mostly_zero'}
+    # pruning: empty components of the degenerate sets, and real ones (min_weight 0.2)
+    pruned = {c['name'] for c in cases if min(c['kept_components']) < c['options']['n_components']}
+    assert pruned == {'mn_group_4d_g2_k3_f64_degenerate', 'mn_group_4d_g2_k2_f64_degenerate_relu',
+                      'mn_group_4d_g2_k3_f64_pruned'}
+    for case in cases:
+        o = case['options']
+        x = arrays[case['name'] + '/x']
+        S = x.shape[0] * o['groups']
+        assert case['modes'] == ['train', 'test']
+        assert case['optional_outputs']['responsibilities']['shape'] == [
+            S, o['n_components'], x.size // S]
+        assert o['layer_em_iters'] == o['kmeans_iters'] + o['em_iters']
+        weights_ = arrays[case['name'] + '/fit_weights']
+        assert list((weights_ > 0).sum(axis=1)) == case['kept_components']
+        # training mode = test mode: the link in test mode gives the golden y bit for bit
+        link = mn.MixtureGroupNormalization(
+            o['groups'], x.shape[1], n_components=o['n_components'], eps=o['eps'],
+            em_iters=o['layer_em_iters'], kmeans_iters=o['kmeans_iters'],
+            min_weight=o['min_weight'], reg_covar=o['reg_covar'],
+            sample_fraction=o['sample_fraction'], activation=o['activation'],
+            affine=o['affine'], dtype=x.dtype)
+        link.gamma.array[...] = arrays[case['name'] + '/gamma']
+        link.beta.array[...] = arrays[case['name'] + '/beta']
+        with chainer.using_config('train', False):
+            numpy.testing.assert_array_equal(link(x).array, arrays[case['name'] + '/y'])
+        assert numpy.isfinite(arrays[case['name'] + '/gx']).all()
+
+
+def test_torch_reference_reproduces_the_group_cases(torch, golden):
+    errors = group_errors(golden)
+    assert len({c for c, _ in errors}) == 16 and len(errors) == 16 * 8
+    bad = {k: v for k, v in errors.items() if not v[0] <= v[1]}
+    assert not bad, bad
+
+
+def test_group_k1_cases_are_torch_group_norm(torch, golden):
+    cases, arrays = group_cases(golden)
+    k1 = [c for c in cases if c['options']['n_components'] == 1]
+    assert len(k1) == 2
+    for case in k1:
+        o = case['options']
+        assert case['torch_equivalent'].startswith('torch.nn.functional.group_norm(x, ')
+        inp = {k: torch.tensor(v, requires_grad=True)
+               for k, v in crosscheck.case_inputs(case, arrays).items() if k != 'gy'}
+        y = torch.nn.functional.group_norm(inp['x'], o['groups'], inp['gamma'], inp['beta'],
+                                           eps=o['eps'])
+        y.backward(torch.as_tensor(arrays[case['name'] + '/gy']))
+        got = {'y': y, 'gx': inp['x'].grad, 'ggamma': inp['gamma'].grad,
+               'gbeta': inp['beta'].grad}
+        for key, value in got.items():
+            expected = arrays[f"{case['name']}/{key}"]
+            # measured <= 6.4e-16 (float64), 1.2e-7 (float32): tolerances ~10x
+            tol = {'float64': 6e-15, 'float32': 1.2e-6}[str(expected.dtype)]
+            assert rel_err(value.detach().numpy(), expected) <= tol, (case['name'], key)
+
+
+def test_group_float32_fits_are_far_from_ties(torch, golden):
+    """The float32 cases' mixtures, fitted again in float64, give the same responsibilities
+    (every discrete decision of the fit has a margin): measured 1.2e-6, so a float64
+    implementation can check its fit on them too."""
+    from mixnorm_chainer.reproduce import torch_reference as tr
+    cases, arrays = group_cases(golden)
+    for case in cases:
+        if case['dtype'] == 'float64':
+            continue
+        o = case['options']
+        x = torch.as_tensor(arrays[case['name'] + '/x'].astype(numpy.float64))
+        *_, nu = tr.fit_group_mixtures(x, o['groups'], o['n_components'],
+                                       kmeans_iters=o['kmeans_iters'], em_iters=o['em_iters'],
+                                       sample_fraction=o['sample_fraction'],
+                                       min_weight=o['min_weight'], reg_covar=o['reg_covar'])
+        assert rel_err(nu.numpy(), arrays[case['name'] + '/responsibilities']) < 1.2e-5
+
+
+def _strided_groups(x, groups):
+    """(N, C, *S) -> (N, C/G, G, *S) -> (N, G, C/G, *S): group g holds channels g, g + G, ..."""
+    N, C = x.shape[:2]
+    return x.reshape((N, C // groups, groups) + tuple(x.shape[2:])).transpose(1, 2)
+
+
+def _group_plant(name):
+    """[(attribute of torch_reference, replacement)] of a deliberate error."""
+    from mixnorm_chainer.reproduce import torch_reference as tr
+    if name == 'seed_k_over_K':          # seeds at the k/K quantile instead of (k + 1/2)/K
+        return [('seed_rank', lambda k, n, K: k * n // K)]
+    if name == 'ties_to_higher_k':       # k-means ties go to the higher component
+        lower = tr._nearest
+
+        def nearest(values, centres, live):
+            label = lower(values, centres[::-1], live[::-1])
+            return len(centres) - 1 - label
+        return [('_nearest', nearest)]
+    if name == 'strided_groups':         # group g = channels g, g + G, g + 2G, ... instead of
+        def group_sets(x, groups):       # g*C/G..(g+1)*C/G-1 (the same for G = 1 and G = C)
+            return _strided_groups(x, groups).reshape(x.shape[0] * groups, -1)
+
+        def ungroup_sets(sets, shape, groups):
+            N, C = shape[:2]
+            blocks = sets.reshape((N, groups, C // groups) + tuple(shape[2:]))
+            return blocks.transpose(1, 2).reshape(shape)
+        return [('group_sets', group_sets), ('ungroup_sets', ungroup_sets)]
+    raise ValueError(name)
+
+
+#: which cases each planted error fails (measured: 14 cases / 102 of 128 outputs, 11 / 78,
+#: 2 / 8): every case with K > 1 (K = 1 has one centre, which one Lloyd step moves to the mean
+#: wherever it starts); every case with 1 < G < C (for G = 1 and G = C the two groupings are
+#: the same); the two cases whose degenerate sets put tied values on duplicate seeds (there
+#: only the fitted mixtures' component order changes, so only the fit outputs fail).
+GROUP_PLANTS = {
+    'seed_k_over_K': lambda case: case['options']['n_components'] > 1,
+    'strided_groups': lambda case: 1 < case['options']['groups'] < case['shape'][1],
+    'ties_to_higher_k': lambda case: case['name'].endswith(('_degenerate', '_degenerate_relu')),
+}
+
+
+@pytest.mark.parametrize('plant', sorted(GROUP_PLANTS))
+def test_a_planted_error_in_the_torch_reference_fails_the_group_cases(torch, golden, plant,
+                                                                      monkeypatch, capsys):
+    from mixnorm_chainer.reproduce import torch_reference as tr
+    for attribute, replacement in _group_plant(plant):
+        monkeypatch.setattr(tr, attribute, replacement)
+    code = crosscheck.main(['compare', golden, '--impl',
+                            'mixnorm_chainer.reproduce.torch_reference:crosscheck_impl',
+                            '--cases', 'mn_group*'])
+    lines = capsys.readouterr().out.splitlines()
+    failed_rows = [line.split()[:2] for line in lines
+                   if line.startswith('mn_group') and line.split()[-1] == 'FAIL']
+    cases, _ = group_cases(golden)
+    assert code == 1
+    assert {c for c, _ in failed_rows} == {c['name'] for c in cases if GROUP_PLANTS[plant](c)}
+    failed_y = {c for c, k in failed_rows if k == 'y'}
+    if plant == 'ties_to_higher_k':
+        # the tie rule decides which component index takes the tied values: the fit outputs
+        # (component order) fail, while y and the gradients do not depend on the labelling
+        assert not failed_y
+        assert {k for _, k in failed_rows} == {'fit_weights', 'fit_means', 'fit_variances',
+                                               'responsibilities'}
+    else:                                # the layer's output itself fails
+        assert failed_y == {c for c, _ in failed_rows}
+
+
+def test_manifest_states_the_group_contract(golden):
+    manifest, _ = crosscheck.load(golden)
+    assert manifest['group_mode'] == list(crosscheck.GROUP_MODE)
+    text = ' '.join(manifest['group_mode'])
+    for phrase in ('set s = n*G + g', 'channels g*C/G..(g+1)*C/G-1', 'in memory order',
+                   'row s of x.reshape(N*G, m)', 'c = the mean of the set',
+                   'floor(j * m / n)', 'floor((2k + 1) * n / (2K))', 'a tie to the lower k',
+                   'centers + sum(assign * (X - centers)) / counts',
+                   'n_k = sum_i r_ik + 10 * eps_machine', 'lambda_k < min_weight',
+                   'the lowest k among equal maxima', 'nuhat_ik = nu_ik / n_k (Eq. 36)',
+                   'z_ik = gamma_c * (x_i - mu_k) / sqrt(sigma_k^2 + eps) / sqrt(lambda_k) + '
+                   'beta_c', 'y_i = sum_k nu_ik * ReLU(z_ik)', 'Training mode = test mode',
+                   'torch.nn.functional.group_norm'):
+        assert phrase in text, phrase
+    for eq in ('Eq. 8', 'Eq. 9', 'Eq. 10', 'Eq. 31', 'Eq. 34', 'Eq. 35', 'Eq. 36', 'Eq. 37',
+               'Eq. 40', 'Section 3.2', 'Section 5.3'):
+        assert eq in text, eq
+    with open(os.path.join(DOCS, 'crosscheck.md')) as f:
+        docs = ' '.join(f.read().split())
+    for entry in manifest['group_mode']:
+        assert ' '.join(entry.split()) in docs, entry[:60]
 
 
 def test_torch_reference_float16_is_computed_in_float32_and_rounded(torch):

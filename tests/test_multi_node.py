@@ -43,7 +43,11 @@ def mpiexec(n, *args, timeout=300):
     cmd = ['mpiexec', '--oversubscribe', '-n', str(n)]
     if os.geteuid() == 0:
         cmd.insert(1, '--allow-run-as-root')
-    env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe='1', PYTHONUNBUFFERED='1')
+    # this checkout's package, also for scripts run by path (tests/mpi/*.py)
+    path = os.pathsep.join([ROOT] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH')
+                                     else []))
+    env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe='1', PYTHONUNBUFFERED='1',
+               PYTHONPATH=path)
     return subprocess.run(cmd + [sys.executable] + list(args), capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env)
 
@@ -69,6 +73,54 @@ def test_synchronized_layer_equals_single_process(tmp_path, ranks):
     for message in report['bad_input'].values():
         assert f'rank {ranks - 1}:' in message
     assert all(report['conversion'].values())
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_mixture_group_normalization_needs_no_communication(tmp_path):
+    """MGN's sets are per sample: on 2 ranks the plain layer equals the single process on each
+    rank's share (output and x-gradient bit for bit), and data-parallel training steps with a
+    ChainerMN multi-node optimizer equal one process on the whole batch
+    (tests/mpi/check_group_normalization.py); BN per rank, for contrast, does not."""
+    report_path = tmp_path / 'report.json'
+    proc = mpiexec(2, os.path.join(HERE, 'mpi', 'check_group_normalization.py'),
+                   str(report_path))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report['size'] == 2 and report['failures'] == []
+    assert len(report['layers']) == 3
+    for name, errs in report['layers'].items():
+        assert errs['y'] == errs['gx'] == errs['test_mode_y'] == 0, name
+        assert errs['ggamma'] <= 1e-12 and errs['gbeta'] <= 1e-12, name
+    assert report['model']['links_unchanged']
+    assert report['model']['train'] <= 1e-12 and report['model']['test'] <= 1e-12
+    training = report['training']
+    for kind in ('sgd', 'rmsprop'):
+        case = training['mgn ' + kind]
+        assert case['links'] == ['MixtureGroupNormalization']
+        assert case['max_error'] <= 1e-9 and case['moved'] > 1e-3, kind
+    # the check can fail: per-rank BN trains another model; synchronized BN does not
+    assert training['bn per rank sgd']['max_error'] > 1e-3
+    assert training['bn per rank sgd']['links'] == ['BatchNormalization']
+    assert training['bn synchronized sgd']['max_error'] <= 1e-9
+    assert training['bn synchronized sgd']['links'] == ['MultiNodeBatchNormalization']
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_two_rank_run_of_a_mixture_group_normalization_row(tmp_path):
+    """`mixnorm-exp run cnn-c10-MGN-2 --communicator naive` on 2 ranks trains and logs."""
+    out = tmp_path / 'run'
+    proc = mpiexec(2, '-m', 'mixnorm_chainer.reproduce.runner', 'run', 'cnn-c10-MGN-2',
+                   '--dataset', 'digits', '--input-size', '8', '--train-limit', '32',
+                   '--test-limit', '32', '--batch-size', '8', '--epochs', '1',
+                   '--communicator', 'naive', '--no-progress', '--out', str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = json.loads((out / 'log.json').read_text())
+    assert [e['iteration'] for e in log] == [4]          # 32 images / 2 ranks / 4 per rank
+    setting = json.loads((out / 'setting.json').read_text())
+    assert setting['setting']['norms']['conv1'] == 'mgn'
+    assert setting['communicator'] == {'name': 'naive', 'size': 2, 'sync_norm': True}
 
 
 @pytest.mark.slow

@@ -215,7 +215,8 @@ def test_a_folder_holding_a_run_is_refused_unless_resume_or_force(tmp_path, caps
     # default folders: one per seed
     monkeypatch.chdir(tmp_path)
     assert runner.main(['run', 'cnn-c10-MN-2', '--epochs', '1', '--seed', '5'] + TINY) == 0
-    assert os.path.isfile(os.path.join('results', 'cnn-c10-MN-2@digits-seed5', 'log.json'))
+    assert os.path.isfile(os.path.join('results', 'cnn-c10-MN-2@digits+batch=16-seed5',
+                                       'log.json'))
     s = registry.get('cnn-c10-MN-2')
     assert runfolder.default_out(s, 'cifar10', 0) == os.path.join('results', 'cnn-c10-MN-2')
     assert runfolder.default_out(s, 'cifar10', 1) == os.path.join('results',

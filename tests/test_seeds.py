@@ -410,5 +410,6 @@ def test_run_seeds_without_out_uses_the_default_folder(tmp_path, monkeypatch, mn
     monkeypatch.chdir(tmp_path)
     assert runner.main(['run', 'cnn-c10-MN-2', '--epochs', '1', '--seeds', '0,1'] + mn_option
                        + TINY) == 0
-    folder = 'cnn-c10-MN-2@digits' + ('+kmeans_iters=0' if mn_option else '')
+    # TINY's --batch-size 32 is not the setting's 256: the folder says so (+batch=32)
+    folder = 'cnn-c10-MN-2@digits+batch=32' + ('+kmeans_iters=0' if mn_option else '')
     assert sorted(os.listdir(os.path.join('results', folder))) == ['seed0', 'seed1']

@@ -4,9 +4,10 @@ import chainer
 import numpy
 from chainer.backends import cuda
 
-from mixnorm_chainer import functions, gmm, queue
+from mixnorm_chainer import functions, gmm, group_gmm, queue
 from mixnorm_chainer.kernels import (
     e_step,
+    group,
     kmeans_assign,
     nearest_squared_distances,
     weighted_centred_squares,
@@ -114,4 +115,28 @@ def check(xp, seed=0):
                                                           0.9, 2e-5, fit=(qw, qm, qv + 1e-6)))
             suffix = '_float16' if x_in.dtype == numpy.float16 else ''
             record('queue_coefficients' + suffix, outs[0].array, outs[1].array)
+    for dtype in (numpy.float32, numpy.float64):      # a stream of their own: the draws above
+        check_group(xp, numpy.random.default_rng([seed, 1]), dtype, record)   # stay the same
     return errors
+
+
+def check_group(xp, rng, dtype, record):
+    """The per-set fit's kernels (:mod:`mixnorm_chainer.kernels.group`) against the xp path of
+    :mod:`mixnorm_chainer.group_gmm`, on 6 sets of 50 values with pruned components."""
+    S, K, m = 6, 3, 50
+    X = xp.asarray(rng.normal(size=(S, m)) + rng.integers(0, 3, size=(S, m)) * 3, dtype)
+    centers = xp.asarray(rng.normal(size=(S, K)) * 3, dtype)
+    live = xp.asarray(rng.random((S, K)) < 0.7)
+    live[:, 0] = True
+    with chainer.using_config('mixnorm_kernels', False):
+        labels = group_gmm.kmeans_assign(X, centers, live)
+        step = group_gmm.kmeans_step(X, centers, live)
+        weights = xp.where(live, xp.asarray(rng.dirichlet(numpy.ones(K), size=S), dtype), 0)
+        weights /= weights.sum(axis=1, keepdims=True)
+        variances = xp.asarray(rng.uniform(0.5, 2, size=(S, K)), dtype)
+        resp = group_gmm.e_step(X, weights, centers, variances, live)
+        params = group_gmm.m_step(X, resp, live, 1e-6)
+    record('set_assign', group.kmeans_assign(X, centers, live), labels)
+    record('set_label_sums', group.kmeans_step(X, centers, live), step)
+    record('set_e_step', group.e_step(X, weights, centers, variances, live), resp)
+    record('set_moments', xp.stack(group.m_step(X, resp, live, 1e-6)), xp.stack(params))

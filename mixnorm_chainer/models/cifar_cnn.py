@@ -3,7 +3,7 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
-from mixnorm_chainer.models.norm import NormFactory, check_mn_layers
+from mixnorm_chainer.models.norm import DEFAULT_GROUPS, NormFactory, check_mn_layers
 
 #: (name, out channels, kernel, pad, pooling after it) as in Table 1.
 LAYERS = (('conv1', 64, 5, 2, 'max'), ('conv2', 128, 5, 2, 'max'),
@@ -15,10 +15,11 @@ class CifarCNN(chainer.Chain):
     """Table 1: four conv+norm+ReLU layers, 3x3/2 max pools, global average pool, linear.
 
     ``conv_k`` is a stride-1 convolution (no bias; the normalization has beta) followed by
-    BN, or MN for the names in ``mn_layers``, and ReLU. pool1-3 are 3x3 stride-2 max pools
-    with Chainer's ceil-mode output (32 -> 16 -> 8 -> 4, as in Table 1); pool4 averages over
-    the whole remaining map (= the 4x4 average pool for 32x32 inputs), so any input size
-    works. MN layers use Eq. 40 (fused per-component ReLU) unless ``fused_relu=False``.
+    BN (or MN for the names in ``mn_layers``, or the kind ``norms`` gives it) and ReLU.
+    pool1-3 are 3x3 stride-2 max pools with Chainer's ceil-mode output (32 -> 16 -> 8 -> 4, as
+    in Table 1); pool4 averages over the whole remaining map (= the 4x4 average pool for 32x32
+    inputs), so any input size works. MN and MGN layers use Eq. 40 (fused per-component ReLU)
+    unless ``fused_relu=False``.
 
     Args:
         n_classes: 10 or 100.
@@ -29,17 +30,27 @@ class CifarCNN(chainer.Chain):
             (GBN, :mod:`mixnorm_chainer.gbn`) instead of BN; disjoint from ``mn_layers``.
         gbn_options: :class:`~mixnorm_chainer.gbn.GeneralizedBatchNormalization` options,
             e.g. ``dict(deviation='cvar', alpha=0.75)``.
+        norms: ``{layer name: kind}``, kind 'bn', 'mn', 'gbn', 'gn' (``L.GroupNormalization``)
+            or 'mgn' (:class:`~mixnorm_chainer.MixtureGroupNormalization`); ``'*'``: every
+            layer not named (:class:`~mixnorm_chainer.models.norm.NormFactory`).
+        groups: G of the GN/MGN layers, each cut to the largest divisor of its channels
+            that is at most ``groups`` (conv1-4 have 64, 128, 128, 256: 32 divides all).
+        mgn_components: K of the MGN layers (default ``n_components``).
         **mn_options: other :class:`~mixnorm_chainer.MixtureNormalization` options
-            (e.g. ``sample_fraction``, ``inference``), and ``fused_relu``.
+            (e.g. ``sample_fraction``, ``inference``), ``fused_relu``, and ``mgn_options``
+            (other MGN options).
     """
 
     def __init__(self, n_classes=10, mn_layers=(), n_components=3, em_iters=2,
-                 in_channels=3, gbn_layers=(), gbn_options=None, **mn_options):
+                 in_channels=3, gbn_layers=(), gbn_options=None, norms=None,
+                 groups=DEFAULT_GROUPS, mgn_components=None, **mn_options):
         super().__init__()
-        self.mn_layers = check_mn_layers(mn_layers, LAYER_NAMES)
         self.gbn_layers = check_mn_layers(gbn_layers, LAYER_NAMES)
-        norm = NormFactory(self.mn_layers, n_components, em_iters, gbn_layers=self.gbn_layers,
-                           gbn_options=gbn_options, **mn_options)
+        norm = NormFactory(check_mn_layers(mn_layers, LAYER_NAMES), n_components, em_iters,
+                           gbn_layers=self.gbn_layers, gbn_options=gbn_options, norms=norms,
+                           groups=groups, mgn_components=mgn_components, **mn_options)
+        self.mn_layers = norm.mixture_layers(norm.mn_layers)
+        self.norm_kinds = {name: norm.kind(name) for name in LAYER_NAMES}
         self._relu_fused = {}
         with self.init_scope():
             c_in = in_channels
@@ -50,6 +61,7 @@ class CifarCNN(chainer.Chain):
                 self._relu_fused[name] = fused
                 c_in = c_out
             self.linear = L.Linear(c_in, n_classes)
+        norm.check_names()
 
     def norm_layers(self):
         """``{layer name: normalization link}`` in network order."""

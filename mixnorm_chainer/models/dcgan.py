@@ -30,7 +30,7 @@ import chainer.functions as F
 import chainer.links as L
 import numpy
 
-from mixnorm_chainer.models.norm import NormFactory, check_mn_layers
+from mixnorm_chainer.models.norm import DEFAULT_GROUPS, NormFactory, check_mn_layers
 
 #: generator layers that are followed by a normalization (candidates for ``mn_layers``)
 NORM_LAYERS = ('linear', 'deconv1', 'deconv2', 'deconv3')
@@ -57,19 +57,29 @@ class Generator(chainer.Chain):
         n_hidden: dimension of z.
         ch: channels of the first feature map (halved by each of the first three deconvs).
         wscale: std of the N(0, wscale) weight initializer.
+        norms: ``{layer name: kind}`` among :data:`NORM_LAYERS` ('bn', 'mn', 'gbn', 'gn',
+            'mgn'; ``'*'``: every one not named;
+            :class:`~mixnorm_chainer.models.norm.NormFactory`). The ``linear`` normalization
+            sees (N, ch*w*w) rows: GN/MGN there group its ch*w*w features.
+        groups: G of the GN/MGN layers, each cut to the largest divisor of its channels that
+            is at most ``groups``.
+        mgn_components: K of the MGN layers (default ``n_components``).
         **mn_options: other :class:`~mixnorm_chainer.MixtureNormalization` options (e.g.
-            ``seed``) and ``fused_relu``.
+            ``seed``), ``fused_relu`` and ``mgn_options``.
     """
 
     def __init__(self, mn_layers=(), n_components=3, em_iters=2, image_size=32,
-                 out_channels=3, n_hidden=128, ch=512, wscale=0.02, **mn_options):
+                 out_channels=3, n_hidden=128, ch=512, wscale=0.02, norms=None,
+                 groups=DEFAULT_GROUPS, mgn_components=None, **mn_options):
         super().__init__()
-        self.mn_layers = check_mn_layers(mn_layers, NORM_LAYERS)
+        mn_layers = check_mn_layers(mn_layers, NORM_LAYERS)
         self.image_size = _check_size(image_size)
         if ch < 8 or ch % 8:
             raise ValueError('ch must be a multiple of 8; got {!r}'.format(ch))
         self.n_hidden, self.ch, self.bottom = int(n_hidden), int(ch), self.image_size // 8
-        norm = NormFactory(self.mn_layers, n_components, em_iters, **mn_options)
+        norm = NormFactory(mn_layers, n_components, em_iters, norms=norms, groups=groups,
+                           mgn_components=mgn_components, **mn_options)
+        self.mn_layers = norm.mixture_layers(mn_layers)
         self._relu_fused = {}
         w = chainer.initializers.Normal(wscale)
         widths = (ch, ch // 2, ch // 4, ch // 8)
@@ -85,6 +95,7 @@ class Generator(chainer.Chain):
                 link, fused = norm(name, width)
                 setattr(self, name + '_norm', link)
                 self._relu_fused[name] = fused
+        norm.check_names()
 
     def norm_layers(self):
         """``{layer name: normalization link}`` in network order."""

@@ -4,7 +4,7 @@ import chainer.functions as F
 import chainer.links as L
 
 from mixnorm_chainer.links import MixtureNormalization
-from mixnorm_chainer.models.norm import NormFactory, check_mn_layers
+from mixnorm_chainer.models.norm import DEFAULT_GROUPS, NormFactory, check_mn_layers
 
 #: The normalizations that can be MN: both transitions' and the final one (Section 4.4).
 LAYER_NAMES = ('trans1', 'trans2', 'final')
@@ -13,10 +13,11 @@ STEM_CHANNELS = 16
 
 
 class NormReLUConv(chainer.Chain):
-    """BN (or MN) - ReLU - convolution (no bias: every output feeds a later normalization).
+    """BN (or MN, GN, MGN) - ReLU - convolution (no bias: every output feeds a later
+    normalization).
 
-    ``norm`` is the factory's ``(link, relu_fused)``; with a fused ReLU (Eq. 40) the MN link
-    has already rectified its output.
+    ``norm`` is the factory's ``(link, relu_fused)``; with a fused ReLU (Eq. 40) the MN or MGN
+    link has already rectified its output.
     """
 
     def __init__(self, c_in, c_out, ksize, norm):
@@ -42,8 +43,9 @@ class DenseNet(chainer.Chain):
     depth 20: 5 layers per block, 196 channels (Table 7).
 
     Normalizations are named ``block<b>/<i>`` (layer ``i`` of dense block ``b``), ``trans1``,
-    ``trans2`` and ``final``; only the last three can be MN. The paper's MN models use
-    ``mn_layers=('trans1', 'trans2', 'final')`` (Section 4.4), Table 7 ``('final',)``.
+    ``trans2`` and ``final``; only the last three can be in ``mn_layers``. The paper's MN
+    models use ``mn_layers=('trans1', 'trans2', 'final')`` (Section 4.4), Table 7
+    ``('final',)``. ``norms`` may name any of them (``{'*': 'gn'}``: GN everywhere).
 
     Args:
         depth, growth_rate: L and k (the paper: 40 or 100, and 12).
@@ -51,18 +53,26 @@ class DenseNet(chainer.Chain):
         mn_layers: subset of ('trans1', 'trans2', 'final'); () is the all-BN model.
         n_components, em_iters: K and "EM iter." of every MN layer.
         in_channels: image channels.
+        norms: ``{normalization name: kind}`` ('bn', 'mn', 'gbn', 'gn', 'mgn'; ``'*'``: every
+            one not named; :class:`~mixnorm_chainer.models.norm.NormFactory`).
+        groups: G of the GN/MGN layers, each cut to the largest divisor of its channels that
+            is at most ``groups`` (16 + 12 i channels: 28 -> 28, 76 -> 19, 448 -> 32).
+        mgn_components: K of the MGN layers (default ``n_components``).
         **mn_options: other :class:`~mixnorm_chainer.MixtureNormalization` options
-            (e.g. ``sample_fraction``, ``inference``), and ``fused_relu``.
+            (e.g. ``sample_fraction``, ``inference``), ``fused_relu`` and ``mgn_options``.
     """
 
     def __init__(self, depth=40, growth_rate=12, n_classes=10, mn_layers=(), n_components=3,
-                 em_iters=2, in_channels=3, **mn_options):
+                 em_iters=2, in_channels=3, norms=None, groups=DEFAULT_GROUPS,
+                 mgn_components=None, **mn_options):
         super().__init__()
         n_layers = (depth - 4) // 3
         if n_layers < 1:
             raise ValueError(f'depth must be at least 7 (one layer per dense block); got {depth}')
-        self.mn_layers = check_mn_layers(mn_layers, LAYER_NAMES)
-        norm = NormFactory(self.mn_layers, n_components, em_iters, **mn_options)
+        norm = NormFactory(check_mn_layers(mn_layers, LAYER_NAMES), n_components, em_iters,
+                           norms=norms, groups=groups, mgn_components=mgn_components,
+                           **mn_options)
+        self.mn_layers = norm.mixture_layers(norm.mn_layers)
         with self.init_scope():
             self.conv = L.Convolution2D(in_channels, STEM_CHANNELS, 3, pad=1, nobias=True)
             c = STEM_CHANNELS
@@ -77,9 +87,10 @@ class DenseNet(chainer.Chain):
             self.final_norm, self._final_relu_fused = norm('final', c)
             self.linear = L.Linear(c, n_classes)
         self.out_channels = c
+        norm.check_names()
 
     def norm_layers(self):
-        """``{normalization name: link}`` for every BN/MN, in network order."""
+        """``{normalization name: link}`` for every normalization, in network order."""
         layers = {}
         for b in (1, 2, 3):
             for i, layer in enumerate(getattr(self, f'block{b}')):

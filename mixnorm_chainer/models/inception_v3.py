@@ -4,7 +4,7 @@ import chainer.functions as F
 import chainer.links as L
 
 from mixnorm_chainer.links import MixtureNormalization
-from mixnorm_chainer.models.norm import NormFactory, check_mn_layers
+from mixnorm_chainer.models.norm import DEFAULT_GROUPS, NormFactory, check_mn_layers
 
 
 def _conv(c_out, ksize=1, stride=1, pad=0):
@@ -123,8 +123,8 @@ class InceptionModule(chainer.ChainList):
             blocks = []
             c = c_in
             for j, conv in enumerate(convs):
-                # the layer name selects MN for a last BN; a full BN name is never in
-                # mn_layers (check_mn_layers), so the factory gives BN for the others
+                # the layer name selects MN (or norms' kind) for a last BN; a full BN name is
+                # never in mn_layers (check_mn_layers), only possibly in norms
                 norm_name = name if j in last else f'{name}/{b}/{j}'
                 blocks.append(ConvNormReLU(c, conv, norm(norm_name, conv[0])))
                 c = conv[0]
@@ -173,15 +173,26 @@ class InceptionV3(chainer.Chain):
             () is the all-BN model.
         n_components, em_iters: K and "EM iter." of every MN layer.
         in_channels: image channels.
+        norms: ``{name: kind}`` ('bn', 'mn', 'gbn', 'gn', 'mgn';
+            :class:`~mixnorm_chainer.models.norm.NormFactory`): a layer name (``inc2/0``)
+            gives the kind to the last normalization of each of its branches (as
+            ``mn_layers``), ``stem/<j>`` and ``<layer>/<branch>/<j>`` to one of the others,
+            ``'*'`` to every one not named.
+        groups: G of the GN/MGN layers, each cut to the largest divisor of its channels that
+            is at most ``groups`` (e.g. 80 -> 20, 48 -> 24, 192 -> 32).
+        mgn_components: K of the MGN layers (default ``n_components``).
         **mn_options: other :class:`~mixnorm_chainer.MixtureNormalization` options
-            (e.g. ``sample_fraction``, ``inference``), and ``fused_relu``.
+            (e.g. ``sample_fraction``, ``inference``), ``fused_relu`` and ``mgn_options``.
     """
 
     def __init__(self, n_classes=10, mn_layers=(), n_components=3, em_iters=2,
-                 in_channels=3, **mn_options):
+                 in_channels=3, norms=None, groups=DEFAULT_GROUPS, mgn_components=None,
+                 **mn_options):
         super().__init__()
-        self.mn_layers = check_mn_layers(mn_layers, LAYER_NAMES)
-        norm = NormFactory(self.mn_layers, n_components, em_iters, **mn_options)
+        norm = NormFactory(check_mn_layers(mn_layers, LAYER_NAMES), n_components, em_iters,
+                           norms=norms, groups=groups, mgn_components=mgn_components,
+                           **mn_options)
+        self.mn_layers = norm.mixture_layers(norm.mn_layers)
         with self.init_scope():
             blocks = []
             c = in_channels
@@ -200,6 +211,7 @@ class InceptionV3(chainer.Chain):
             self.red2 = stages['red2'][0]
             self.inc3 = chainer.ChainList(*stages['inc3'])
             self.linear = L.Linear(c, n_classes)
+        norm.check_names()
 
     def _modules(self):
         """``(layer name, InceptionModule)`` in network order."""
@@ -212,7 +224,7 @@ class InceptionV3(chainer.Chain):
                     yield f'{stage}/{i}', module
 
     def norm_layers(self):
-        """``{full normalization name: link}`` for every BN/MN, in network order."""
+        """``{full normalization name: link}`` for every normalization, in network order."""
         layers = {f'stem/{j}': block.norm for j, block in enumerate(self.stem)}
         for name, module in self._modules():
             for b, branch in enumerate(module):

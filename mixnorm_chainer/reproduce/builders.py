@@ -94,7 +94,7 @@ def model_keywords(mn_options):
 
 def build_model(setting, n_classes, seed=None, mn_layers=None, mn_options=None):
     """The setting's network (MN where the setting says, with the setting's MN options updated
-    by ``mn_options``), wrapped in ``L.Classifier``."""
+    by ``mn_options``; GBN, GN and MGN where it says), wrapped in ``L.Classifier``."""
     layers = setting.mn_layers if mn_layers is None else mn_layers
     kw = dict(n_classes=n_classes, mn_layers=layers, n_components=setting.n_components,
               em_iters=setting.em_iters, seed=seed)
@@ -105,6 +105,10 @@ def build_model(setting, n_classes, seed=None, mn_layers=None, mn_options=None):
                              '{!r}'.format(setting.model))
         kw.update(gbn_layers=setting.gbn_layers, gbn_options=dict(
             deviation=setting.gbn_deviation, alpha=setting.gbn_alpha))
+    if setting.norms:                     # GN / MGN (models.norm.NormFactory); K: the setting's
+        kw.update(norms=dict(setting.norms), mgn_components=setting.n_components)
+        if setting.groups is not None:
+            kw['groups'] = setting.groups
     if setting.model == 'cifar_cnn':
         net = CifarCNN(**kw)
     elif setting.model == 'inception_v3':

@@ -26,6 +26,14 @@ Case kinds (arrays in NCHW / (N, C) layout; "rows" are ``x.transpose(0, 2, 3, 1)
   queue_fit_variances`` (same shapes: the fitted mixtures whose densities give the posterior)
   and ``gy``; outputs ``y, gx, ggamma, gbeta`` (the posterior rho and the queue are constants);
   optional ``posterior`` (m, n_present*K), newest n_present entries, oldest first.
+* ``mn_group``: Mixture Group Normalization, MN over the per-sample sets of GN (G groups; G = 1
+  is mixture layer normalization, G = C mixture instance normalization): every set's
+  univariate mixture is fitted deterministically (mean centring, quantile seeds, k-means, EM,
+  pruning) and is part of the case, so there is no nu input. Inputs ``x, gamma, beta, gy``;
+  outputs ``y, gx, ggamma, gbeta`` (nu constant); optional the fitted mixtures
+  ``fit_weights, fit_means, fit_variances`` (N*G, K) (0 where pruned) and ``responsibilities``
+  (N*G, K, m). Training and test mode are the same transform. The manifest's ``group_mode``
+  (:data:`GROUP_MODE`) states how the sets are formed, the fit and the transform.
 * ``gmm_em``: EM iterations from a given initialization (deterministic): inputs ``X,
   init_weights, init_means, init_variances``; outputs the parameters after each iteration
   (stacked on axis 0) and the mean log-likelihood at each E-step.
@@ -65,7 +73,9 @@ MANIFEST_FILE = 'manifest.json'
 TOLERANCES = {'float64': 1e-10, 'float32': 1e-4, 'float16': 2e-3, 'loglik': 1e-5}
 
 LAYOUT = ('x is (N, C) or (N, C, H, W) (NCHW); rows are x.transpose(0, 2, 3, 1).reshape(-1, C) '
-          '(for (N, C): x itself); nu/posterior/responsibilities are (m, K) in that row order')
+          '(for (N, C): x itself); nu/posterior/responsibilities are (m, K) in that row order; '
+          'mn_group cases: sets are the rows of x.reshape(N*G, m) and their responsibilities '
+          '(N*G, K, m)')
 
 #: The training transform of the ``mn_train`` cases, step by step (the manifest's
 #: ``training_mode``; docs/crosscheck.md quotes it, tests/test_crosscheck.py evaluates it in
@@ -122,6 +132,83 @@ TRAINING_MODE = (
 )
 
 
+#: The ``mn_group`` cases (Mixture Group Normalization), step by step: how the sets are formed,
+#: the deterministic fit and the transform (the manifest's ``group_mode``; docs/crosscheck.md
+#: quotes it, the torch reference implements it from this text).
+GROUP_MODE = (
+    'Inputs: x (N, C) or (N, C, H, W), gamma, beta (C,), gy; options groups G (C divisible by '
+    'G), n_components K, kmeans_iters, em_iters, sample_fraction, min_weight, reg_covar, eps, '
+    'affine, activation. There is no nu input: each set\'s mixture is a deterministic function '
+    'of that set (no random draws), computed below.',
+    'Sets: for every sample n and group g, the set s = n*G + g holds the m = (C/G)*H*W values '
+    'of channels g*C/G..(g+1)*C/G-1 of sample n (m = C/G for (N, C) input), in memory order: '
+    'set s is row s of x.reshape(N*G, m) (C order: channel, then row, then column). G = 1 is '
+    'mixture layer normalization (Eq. 8), G = C mixture instance normalization (Eq. 9), other '
+    'G mixture group normalization (Eq. 10). Each set is fitted and normalized on its own, so '
+    "a sample's output does not depend on the rest of the batch. The order within a set "
+    'matters only to the subset of sample_fraction < 1.',
+    'The fit runs in the compute dtype (float64 for float64 x, float32 for float32 and '
+    'float16 x), one set at a time: c = the mean of the set, x_i <- x_i - c (fitted means are '
+    'reported as mu_k + c); n = min(m, max(K, ceil(sample_fraction * m))) values, those at '
+    'positions floor(j * m / n), j = 0..n-1 (all m when n = m), are the fit\'s subset.',
+    'Seeding (deterministic, in place of k-means++): the initial centre of component k = '
+    '0..K-1 is the value of 0-based rank floor((2k + 1) * n / (2K)) among the n sorted subset '
+    'values, the (k + 1/2)/K quantile taken from the data (no interpolation); equal values '
+    'give equal (duplicate) centres.',
+    'k-means: kmeans_iters Lloyd iterations; each value goes to the nearest centre by (x_i - '
+    'c_k)^2, a tie to the lower k; then every centre moves by the mean offset of its values, '
+    'centers + sum(assign * (X - centers)) / counts, i.e. c_k <- c_k + sum_{i in k} (x_i - c_k) '
+    '/ count_k; a centre that got no value keeps its place.',
+    'Initial mixture: each value\'s hard assignment r_ik (1 for the nearest of the final '
+    'centres, a tie to the lower k) and the M-step: n_k = sum_i r_ik + 10 * eps_machine (of '
+    'the compute dtype: 2.2e-16 or 1.19e-7), lambda_k = n_k / sum_j n_j, mu_k = sum_i r_ik x_i '
+    '/ n_k, sigma_k^2 = sum_i r_ik (x_i - mu_k)^2 / n_k + reg_covar (two-pass, about mu_k). An '
+    'empty component gets mu_k = 0 (the set mean), sigma_k^2 = reg_covar and a weight of '
+    '~10 eps_machine / n.',
+    'EM: em_iters iterations of the E-step nu_ik = lambda_k N(x_i | mu_k, sigma_k^2) / sum_j '
+    'lambda_j N(x_i | mu_j, sigma_j^2) (Eq. 31, log domain, over the live components, no eps) '
+    'and the M-step above with r = nu.',
+    'Pruning (Section 5.3), when min_weight > 0: components with lambda_k < min_weight are '
+    'dropped, except the heaviest (the lowest k among equal maxima); a set that dropped any '
+    'runs one E-step over its remaining components and one M-step (n_k, lambda_k over those '
+    'only). Sets that drop none keep their mixture. kept_components records how many each '
+    'set kept.',
+    'Responsibilities: nu (N*G, K, m) is the E-step of all m values of the set (not only the '
+    'subset) under the final mixture; 0 for a pruned component. Optional outputs: '
+    'fit_weights (lambda, 0 if pruned), fit_means (mu_k + c, 0 if pruned), fit_variances '
+    '(sigma_k^2 including reg_covar, 0 if pruned), each (N*G, K), and responsibilities.',
+    'Transform, per set and per component k with n_k = sum_i nu_ik > 0 (sums over the m '
+    'values of the set; a component with n_k = 0 takes no part): lambda_k = n_k / m; nuhat_ik '
+    '= nu_ik / n_k (Eq. 36); mu_k = sum_i nuhat_ik x_i; sigma_k^2 = sum_i nuhat_ik (x_i - '
+    "mu_k)^2 (Eq. 35; recomputed from nu, not the fit's: biased, no eps, no reg_covar).",
+    "affine='output': z_ik = gamma_c * (x_i - mu_k) / sqrt(sigma_k^2 + eps) / sqrt(lambda_k) "
+    "+ beta_c, with c the channel of value i (per-channel gamma, beta, as in GN); "
+    "affine='statistics' (Eq. 37 as printed): z_ik = (x_i - mu_k - beta_c) / sqrt(max(gamma_c "
+    '* sigma_k^2, 0) + eps) / sqrt(lambda_k).',
+    "Output: y_i = sum_k nu_ik * z_ik (Eq. 34); activation='relu': y_i = sum_k nu_ik * "
+    'ReLU(z_ik) (Eq. 40, per component before the sum); y has the shape of x (the inverse of '
+    'the reshape into sets).',
+    'Gradients: gx, ggamma, gbeta of sum(y * gy) with nu, hence lambda_k, nuhat_ik and the '
+    'whole fit (c included), held constant (the stop-gradient of Section 3.2); gx includes the '
+    'paths through mu_k and sigma_k^2.',
+    'Training mode = test mode: the layer (MixtureGroupNormalization) keeps no queue and no '
+    'running statistics and draws no random numbers, so each case holds the output of both '
+    'modes (the generator checks that they are bit-identical; the case\'s modes field says '
+    'so). '
+    'K = 1 is group normalization, torch.nn.functional.group_norm(x, G, gamma, beta, eps) '
+    '(torch_equivalent).',
+    'Precision and dtypes: the layer subtracts c from the values before the transform too; '
+    'nothing above depends on it beyond rounding. float16 x, gamma, beta, gy are cast to '
+    'float32, everything runs in float32, and y, gx, ggamma, gbeta are rounded to float16 '
+    '(the fit outputs stay float32). Degenerate sets (special_sets: a constant set, all '
+    'zeros, a ReLU map of ~85% zeros) give exactly equal values, so their seeds and '
+    'assignments are decided by the tie rules above (they decide which component index takes '
+    'the tied values, hence the order of the fit outputs; y and the gradients do not depend '
+    'on the labelling); every other decision of the cases is far from a tie (the float32 '
+    'cases fitted in float64 agree to 1.2e-6).',
+)
+
+
 # -- export -------------------------------------------------------------------------------
 
 def _describe(arrays):
@@ -155,8 +242,9 @@ def export(directory):
         'arrays_file': CASES_FILE,
         'key_format': '<case name>/<array name>',
         'layout': LAYOUT,
-        'gradients': ('gx, ggamma, gbeta are d<y, gy>/d(x, gamma, beta); nu (training) and the '
-                      'posterior rho and queue statistics (test mode) are constants'),
+        'gradients': ('gx, ggamma, gbeta are d<y, gy>/d(x, gamma, beta); nu (training, and '
+                      'the fitted sets of mn_group) and the posterior rho and queue statistics '
+                      '(test mode) are constants'),
         'compute_dtype': 'float16 inputs are computed in float32 and the results rounded to '
                          'float16 (x, gamma, beta, gy cast to float32; y and the gradients '
                          'rounded back)',
@@ -172,6 +260,7 @@ def export(directory):
                       'printed by 1/sqrt(tau_t lambda_tk); output affine: each term is '
                       'gamma * rho_tk/sqrt(s_tk) * xhat^tk + rho_tk * beta (Eq. 40: each term '
                       'rectified)'),
+        'group_mode': list(GROUP_MODE),
         'relative_error': 'max|other - expected| / max|expected| per output array',
         'tolerances': TOLERANCES,
         'cases': entries,

@@ -1,13 +1,19 @@
 """The golden cases of ``mixnorm-crosscheck`` (:mod:`mixnorm_chainer.reproduce.crosscheck`,
 whose docstring describes each kind): :func:`build_cases` computes every case's inputs and
 expected outputs with this package (Eq. 26-31 fits, Eq. 34-37 training transform and its
-gradients, Eq. 38-40 test mode over a queue), from fixed seeds.
+gradients, Eq. 38-40 test mode over a queue, and Mixture Group Normalization: the
+deterministic per-set fit and Eq. 34-37, 40 over the sets of GN/LN/IN), from fixed seeds.
 """
 import chainer
 import numpy
 
 from mixnorm_chainer.functions import MixtureNormalizationFunction, compute_dtype, to_rows
 from mixnorm_chainer.gmm import e_step, fit_gmm, m_step
+from mixnorm_chainer.group_gmm import fit_set_mixtures
+from mixnorm_chainer.group_normalization import (
+    MixtureGroupNormalization,
+    mixture_group_normalization,
+)
 from mixnorm_chainer.links import MixtureNormalization
 from mixnorm_chainer.queue import queue_normalization, queue_posterior
 
@@ -192,6 +198,81 @@ def fit_case(name, seed, m=400, D=3, K=3, kmeans_iters=1, em_iters=1):
                  optional_tolerance={'fit_score': 'loglik'})
 
 
+def _group_data(rng, shape, groups, dtype, special=None):
+    """x whose every set (a row of ``x.reshape(N*G, m)``) has 2 or 3 modes (1-D centres ~3-4
+    apart on average); ``special`` {set: 'constant' | 'zeros' | 'mostly_zero'} replaces a set
+    by a constant 1.5, all zeros, or a ReLU map with ~85% zeros."""
+    S = shape[0] * groups
+    m = int(numpy.prod(shape, dtype=numpy.int64)) // S
+    X = numpy.empty((S, m))
+    for s in range(S):
+        n_modes = 2 + s % 2
+        centres = numpy.sort(rng.normal(scale=4.0, size=n_modes))
+        scales = rng.uniform(0.3, 1.0, size=n_modes)
+        labels = rng.integers(0, n_modes, size=m)
+        X[s] = centres[labels] + scales[labels] * rng.normal(size=m) + 1.0
+    for s, kind in (special or {}).items():
+        X[s] = {'constant': numpy.full(m, 1.5), 'zeros': numpy.zeros(m),
+                'mostly_zero': numpy.maximum(rng.normal(size=m) - 1.0, 0)}[kind]
+    return numpy.ascontiguousarray(X.reshape(shape)).astype(dtype)
+
+
+def group_case(name, shape, dtype, seed, groups, K=3, affine='output', activation=None,
+               eps=2e-5, kmeans_iters=1, em_iters=1, sample_fraction=1.0, min_weight=0.01,
+               reg_covar=1e-6, special=None):
+    """Mixture Group Normalization (the link and the function agree, in training and in test
+    mode, bit for bit): y and gradients, and the sets' fitted mixtures (optional)."""
+    rng = numpy.random.default_rng(seed)
+    dtype = numpy.dtype(dtype)
+    x = _group_data(rng, shape, groups, dtype, special)
+    C = shape[1]
+    gamma, beta = _affine(rng, C, dtype)
+    gy = rng.normal(size=shape).astype(dtype)
+    layer = dict(n_components=K, eps=eps, em_iters=kmeans_iters + em_iters,
+                 kmeans_iters=kmeans_iters, min_weight=min_weight, reg_covar=reg_covar,
+                 sample_fraction=sample_fraction, activation=activation, affine=affine)
+    out = _backprop(lambda xv, gv, bv: mixture_group_normalization(xv, gv, bv, groups, **layer),
+                    x, gamma, beta, gy)
+    link = MixtureGroupNormalization(groups, C, dtype=dtype, **layer)
+    link.gamma.array[...] = gamma
+    link.beta.array[...] = beta
+    for train in (True, False):                  # training mode = test mode, bit for bit
+        with chainer.using_config('train', train):
+            y = link(x).array
+        if not numpy.array_equal(y, out['y']):
+            raise AssertionError(f'{name}: the link (train={train}) differs from the function')
+    S = shape[0] * groups
+    fit = fit_set_mixtures(x.reshape(S, -1).astype(compute_dtype(dtype)), K,
+                           kmeans_iters=kmeans_iters, em_iters=em_iters,
+                           sample_fraction=sample_fraction, min_weight=min_weight,
+                           reg_covar=reg_covar)
+    if not numpy.array_equal(fit.responsibilities, link.last_fit.responsibilities):
+        raise AssertionError(f'{name}: fit_set_mixtures differs from the layer\'s fit')
+    live = fit.live
+    optional = dict(fit_weights=fit.weights, fit_means=numpy.where(live, fit.means, 0),
+                    fit_variances=numpy.where(live, fit.variances, 0),
+                    responsibilities=fit.responsibilities)
+    options = dict(groups=groups, n_components=K, kmeans_iters=kmeans_iters, em_iters=em_iters,
+                   layer_em_iters=kmeans_iters + em_iters, sample_fraction=sample_fraction,
+                   min_weight=min_weight, reg_covar=reg_covar, eps=eps, affine=affine,
+                   activation=activation)
+    sets = {1: 'G=1: mixture layer normalization (Eq. 8 sets)',
+            C: 'G=C: mixture instance normalization (Eq. 9 sets)'}.get(
+                groups, f'G={groups}: mixture group normalization (Eq. 10 sets)')
+    equation = (sets + ', deterministic fit, Eq. 34-36'
+                + (' + Eq. 37' if affine == 'statistics' else '')
+                + (' + Eq. 40' if activation == 'relu' else ''))
+    meta = _case(name, 'mn_group', equation, dict(x=x, gamma=gamma, beta=beta, gy=gy), out,
+                 options, optional, modes=['train', 'test'],
+                 kept_components=[int(k) for k in live.sum(axis=1)],
+                 special_sets={str(k): v for k, v in (special or {}).items()})
+    if K == 1:
+        meta['equation'] = sets + ', K=1: group normalization'
+        meta['torch_equivalent'] = (f'torch.nn.functional.group_norm(x, {groups}, gamma, beta, '
+                                    f'eps={eps})')
+    return meta
+
+
 def build_cases():
     """Every golden case, as manifest entries holding their arrays (see the module doc)."""
     f64, f32, f16 = 'float64', 'float32', 'float16'
@@ -223,5 +304,26 @@ def build_cases():
         em_case('gmm_em_f64', 18),
         fit_case('gmm_fit_seed0_f64', 0),
         fit_case('gmm_fit_seed1_f64', 1),
+        group_case('mn_group_4d_g1_k3_f64', (3, 4, 4, 4), f64, 30, 1),
+        group_case('mn_group_4d_g2_k2_f64', (3, 4, 4, 4), f64, 31, 2, K=2),
+        group_case('mn_group_4d_gC_k3_f64', (3, 4, 4, 4), f64, 32, 4),
+        group_case('mn_group_4d_g2_k1_f64', (3, 4, 4, 4), f64, 33, 2, K=1),
+        group_case('mn_group_4d_g2_k3_f64_relu', (3, 4, 4, 4), f64, 34, 2, activation='relu'),
+        group_case('mn_group_4d_g2_k3_f64_stats', (3, 4, 4, 4), f64, 35, 2,
+                   affine='statistics'),
+        group_case('mn_group_4d_g2_k3_f64_degenerate', (3, 4, 4, 4), f64, 36, 2,
+                   special={0: 'constant', 1: 'mostly_zero', 4: 'zeros'}),
+        group_case('mn_group_4d_g2_k2_f64_degenerate_relu', (3, 4, 4, 4), f64, 37, 2, K=2,
+                   activation='relu', special={1: 'constant', 2: 'mostly_zero'}),
+        group_case('mn_group_4d_batch1_g2_k3_f64', (1, 4, 4, 4), f64, 38, 2),
+        group_case('mn_group_2d_g2_k2_f64', (6, 40), f64, 39, 2, K=2),
+        group_case('mn_group_4d_g1_k3_f64_subsample', (3, 4, 4, 4), f64, 40, 1,
+                   kmeans_iters=2, em_iters=2, sample_fraction=0.5),
+        group_case('mn_group_4d_g2_k3_f64_pruned', (3, 4, 4, 4), f64, 47, 2, min_weight=0.2),
+        group_case('mn_group_4d_g2_k3_f32', (3, 4, 4, 4), f32, 41, 2),
+        group_case('mn_group_4d_gC_k2_f32_relu', (3, 4, 4, 4), f32, 42, 4, K=2,
+                   activation='relu'),
+        group_case('mn_group_4d_g1_k1_f32', (3, 4, 4, 4), f32, 43, 1, K=1),
+        group_case('mn_group_4d_g2_k2_f16', (3, 4, 4, 4), f16, 44, 2, K=2),
     ]
     return cases

@@ -260,7 +260,8 @@ def run(args, setting, extra_extensions=()):
         raise ValueError('GAN settings run for --iterations (generator updates), not '
                          '--epochs/--scale')
     out = args.out or runfolder.default_out(setting, args.dataset or setting.dataset,
-                                            args.seed or 0)
+                                            args.seed or 0,
+                                            batch_size=getattr(args, 'batch_size', None))
     folder = runfolder.RunFolder(out, args.resume, getattr(args, 'force', False)).open()
     options = resolve_options(args, setting, folder)
     iterations = args.iterations or (int(folder.stored['iterations']) if folder.resume else

@@ -20,6 +20,10 @@ Learning-rate policies:
 * ``('step', factor, fractions)``: lr *= factor at each fraction of the run's epochs
   (DenseNet and Table 6: /10 at 50% and 75%; Table 6's second policy: /5 at 30, 60, 80%).
 
+Beyond the paper (each row says so in ``notes``): generalized batch normalization (GBN rows),
+and a small-batch study of group normalization (``norms``: GN, and the mixture of
+:class:`~mixnorm_chainer.MixtureGroupNormalization`) against Table 2's BN-2.
+
 Assumptions where the paper is silent (marked in ``notes``): Table 6 gives no K, EM iter. or
 weight decay; we use K=5, EM iter. 2 (the setting of Table 4's best CIFAR-100 model, MN-4, at
 the same layers' depth) and weight decay 5e-4 (the Inception-V3 runs of Table 4).
@@ -66,10 +70,20 @@ class Setting:
     #: MN options of the setting beyond the paper's table (builders.MN_OPTIONS), as
     #: ((key, value), ...); e.g. the DenseNet rows' initial gamma.
     mn_options: tuple = ()
+    #: Other normalizations (models.norm.NormFactory's ``norms``) as ((layer, kind), ...),
+    #: kind 'gn' (group normalization) or 'mgn' (mixture group normalization: K =
+    #: n_components, EM iter. = em_iters), and their G (None: 32, cut to a divisor of C).
+    norms: tuple = ()
+    groups: int = None
 
     @property
     def is_mn(self):
         return bool(self.mn_layers)
+
+    @property
+    def has_mixture(self):
+        """MN or MGN layers: the setting's K and EM iter. are used."""
+        return self.is_mn or any(kind == 'mgn' for _, kind in self.norms)
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -77,6 +91,7 @@ class Setting:
         d['schedule'] = list(self.schedule)
         d['gbn_layers'] = list(self.gbn_layers)
         d['mn_options'] = dict(self.mn_options)
+        d['norms'] = dict(self.norms)
         return d
 
 
@@ -237,6 +252,36 @@ def _gbn():
                     ', alpha={} (our choice)'.format(alpha)))
 
 
+#: the convolutions of the small-batch rows: all four (see _small_batch)
+SMALL_BATCH_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4')
+
+
+def _small_batch():
+    """Small batches (not in the MN paper): the CIFAR CNN in Table 2's regime 2 (as BN-2, the
+    baseline: RMSprop lr 0.01, wd 2e-5, x0.93 every 2 epochs) with a normalization that uses no
+    batch statistics at all four convolutions. GN-2: chainer's ``L.GroupNormalization`` with
+    G = 32 (the GN paper's default; it divides 64, 128, 256); MGN1-2: ``MixtureGroupNormalization``
+    with one group (a mixture layer norm), K = 3, EM iter. 2 (MN-2's); MGN-2: the same with G =
+    32. The study runs each row and BN-2 at small batches, ``--batch-size 2`` (8, 64), whose
+    runs get folders and variant labels of their own (``+batch=B``).
+
+    All four convolutions, not MN-2's conv3 alone: at batch 2 every BN layer's statistics are
+    those of two images, so a row with BN left at three layers would measure those BNs more than
+    the layer under study."""
+    rows = {'GN-2': ('gn', 32), 'MGN1-2': ('mgn', 1), 'MGN-2': ('mgn', 32)}
+    for dataset in DATASETS:
+        for label, (kind, groups) in rows.items():
+            yield Setting(
+                name='cnn-{}-{}'.format(_short(dataset), label), table='Small batch',
+                dataset=dataset, model='cifar_cnn', label=label, n_components=3, em_iters=2,
+                optimizer='rmsprop', lr=0.01, weight_decay=2e-5, batch_size=256, epochs=100,
+                schedule=('exponential', 0.93, 2), baseline='cnn-{}-BN-2'.format(_short(dataset)),
+                norms=tuple((name, kind) for name in SMALL_BATCH_LAYERS), groups=groups,
+                notes='not in the MN paper: {} ({}) at all 4 convs, so no BN sees the small '
+                      'batch; run with --batch-size 2'.format(kind.upper(), 'G={}{}'.format(
+                          groups, ', K=3, EM iter. 2' if kind == 'mgn' else '')))
+
+
 def _dcgan():
     """Section 4.5 (DCGAN on CIFAR-10; Figures 6, 7): Adam(alpha=2e-4, beta1=0, beta2=0.9)
     for generator and discriminator, 100K generator updates, FID every 10K; DCGAN-MN replaces
@@ -257,8 +302,8 @@ def _dcgan():
                   "chainer-gan-lib's default)")
 
 
-SETTINGS = {s.name: s for gen in (_cifar_cnn, _inception, _densenet, _gbn, _dcgan)
-            for s in gen()}
+SETTINGS = {s.name: s for gen in (_cifar_cnn, _inception, _densenet, _gbn, _dcgan,
+                                  _small_batch) for s in gen()}
 
 #: Table 7 (DenseNet, MN replacing the last BN, iterations/sec on a Titan X (Pascal)):
 #: {(batch, channels at that BN): {K: its/sec}}, K = 1 meaning BN.

@@ -7,6 +7,7 @@ numbers are medians with bootstrap intervals (:mod:`mixnorm_chainer.reproduce.se
 """
 import math
 import os
+import re
 import sys
 import textwrap
 
@@ -100,11 +101,12 @@ def write_csv(rows, path):
             f.close()
 
 
-def _run_label(r, multi_seed):
-    """A run's row label: its variant (:func:`seeds.variant_label`, without the dataset) and
-    `` sS`` for a seed when the variant has several or the seed is not 0."""
+def _run_label(r, multi_seed, shown=None):
+    """A run's row label: its variant (:func:`seeds.variant_label`, without the dataset; batch
+    size as the runs ``shown`` need it) and `` sS`` for a seed when the variant has several or
+    the seed is not 0."""
     seed = seeds.seed_of(r)
-    return seeds.variant_label(r, with_dataset=False) + (
+    return seeds.variant_label(r, with_dataset=False, shown=shown) + (
         ' s{}'.format(seed) if multi_seed or seed else '')
 
 
@@ -200,6 +202,7 @@ def seed_table(runs, against_runs=None, warn=None):
     reported through ``warn``)."""
     warn = warn or (lambda text: print(text, file=sys.stderr))
     candidates = against_runs if against_runs is not None else runs
+    shown = list(runs) + list(against_runs or [])
     kept = []
     for r in runs:
         why = incomplete(r)
@@ -226,9 +229,9 @@ def seed_table(runs, against_runs=None, warn=None):
             for k in ('fewer_steps', 'error_ratio'):
                 values[k].append(paired.get(k))
             if base:
-                bases.add(seeds.variant_label(base, with_dataset=False))
-        table.append((seeds.variant_label(members[0]), ', '.join(sorted(bases)) or '-',
-                      values, members))
+                bases.add(seeds.variant_label(base, with_dataset=False, shown=shown))
+        table.append((seeds.variant_label(members[0], shown=shown),
+                      ', '.join(sorted(bases)) or '-', values, members))
     return table
 
 
@@ -275,7 +278,8 @@ def summarize(directories, out=None, csv_path=None, against=None):
     runs = _summarize_gan_runs(runs, out, csv_rows)
     variants = seeds.group_variants(runs)
     multi = {id(r) for members in variants.values() if len(members) > 1 for r in members}
-    labels = {id(r): _run_label(r, id(r) in multi) for r in runs}
+    shown = list(runs) + list(against_runs or [])
+    labels = {id(r): _run_label(r, id(r) in multi, shown) for r in runs}
     width = max([22] + [len(v) + 1 for v in labels.values()])
     groups = {}
     for r in runs:
@@ -285,7 +289,7 @@ def summarize(directories, out=None, csv_path=None, against=None):
         csv_rows += rows
         # baselines may sit in another table's group (GBN rows -> Table 2's BN-2)
         _print_steps_table(members, rows, runs if against_runs is None else against_runs,
-                           against_runs is not None, multi, labels, width, out)
+                           against_runs is not None, multi, labels, width, out, shown)
     if multi:
         print_seed_table(seed_table(runs, against_runs), out)
     if csv_path:
@@ -343,7 +347,8 @@ def _csv_row(r, table, dataset, ours, paper):
     return row
 
 
-def _print_steps_table(members, csv_rows, candidates, against, multi, labels, width, out):
+def _print_steps_table(members, csv_rows, candidates, against, multi, labels, width, out,
+                       shown=None):
     """Table 3/5/6 of the runs ``members``: the steps each needs to reach its baseline's (among
     ``candidates``; :func:`find_baseline`) maximum accuracy, ours | paper. Adds the baseline's
     numbers to the runs' ``csv_rows``."""
@@ -353,7 +358,7 @@ def _print_steps_table(members, csv_rows, candidates, against, multi, labels, wi
         if base is None or not base['log']:
             continue
         paired = seeds.paired_numbers(r['log'], base['log'])
-        base_label = _run_label(base, id(base) in multi or against)
+        base_label = _run_label(base, id(base) in multi or against, shown)
         rows.append((labels[id(r)], base_label, paired['target'], paired['steps'],
                      row['max_acc'], r['setting'].get('paper', {})))
         row.update(baseline=base['setting']['name'], baseline_dir=base['dir'],
@@ -425,8 +430,31 @@ def compare(directories, against=None, out=None):
 
 # -- mixnorm-exp list -------------------------------------------------------------------
 
-def _gbn(s):
-    """'GBN cvar(0.75): conv3' for a GBN setting's layer column, '-' for the all-BN ones."""
+def _layers_text(names):
+    """``conv1,conv2,conv3,conv4`` -> ``conv1-4`` (runs of one prefix with consecutive numbers)."""
+    parts = []
+    for name in names:
+        m = re.fullmatch(r'(.*?)(\d+)', name)
+        last = parts[-1] if parts else None
+        if m and last and last[0] == m.group(1) and last[2] + 1 == int(m.group(2)):
+            last[2] += 1
+        else:
+            parts.append([m.group(1), int(m.group(2)), int(m.group(2))] if m else [name, None,
+                                                                                    None])
+    return ','.join(p if lo is None else '{}{}'.format(p, lo) if lo == hi else
+                    '{}{}-{}'.format(p, lo, hi) for p, lo, hi in parts)
+
+
+def _other_layers(s):
+    """The layer column of a setting without MN layers: 'GBN cvar(0.75): conv3', 'MGN G=32:
+    conv1-4', '-' for the all-BN ones."""
+    if s.norms:
+        kinds = {}
+        for name, kind in s.norms:
+            kinds.setdefault(kind, []).append(name)
+        return ' '.join('{} G={}: {}'.format(kind.upper(), 32 if s.groups is None else s.groups,
+                                             _layers_text(names))
+                        for kind, names in kinds.items())
     if not s.gbn_layers:
         return '-'
     alpha = '' if s.gbn_alpha is None else '({:g})'.format(s.gbn_alpha)
@@ -443,12 +471,14 @@ def list_settings(table=None, out=None):
             table, 'did you mean {}? '.format(' or '.join(repr(t) for t in close)) if close
             else '', ', '.join(repr(t) for t in tables)))
     print('{:<22} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6} {:>7} {:>5} {:>4}'
-          .format('name', 'table', 'data', 'model', 'MN or GBN layers', 'K', 'EM', 'optim', 'lr',
+          .format('name', 'table', 'data', 'model', 'MN or other layers', 'K', 'EM', 'optim', 'lr',
                   'wd', 'batch', 'ep'), file=out)
     for s in rows:
         print('{:<22} {:<12} {:<9} {:<13} {:<26} {:>2} {:>2} {:<9} {:>6g} {:>7g} {:>5} {:>4}'
-              .format(s.name, s.table, s.dataset, s.model, ','.join(s.mn_layers) or _gbn(s),
-                      s.n_components if s.is_mn else '-', s.em_iters if s.is_mn else '-',
+              .format(s.name, s.table, s.dataset, s.model,
+                      ','.join(s.mn_layers) or _other_layers(s),
+                      s.n_components if s.has_mixture else '-',
+                      s.em_iters if s.has_mixture else '-',
                       s.optimizer, s.lr, s.weight_decay, s.batch_size,
                       s.epochs if s.iterations is None else '{:g}K'.format(s.iterations / 1e3)),
               file=out)

@@ -71,17 +71,26 @@ def format_value(v, spec='{:.2f}'):
     return '-' if v is None else spec.format(v)
 
 
-def default_out(setting, dataset, seed=0, mn_options=None):
-    """``results/NAME``, ``results/NAME@DATASET`` for another dataset, ``+KEY=VALUE`` for each
-    MN option given to the run (characters other than letters, digits and ``._=-`` dropped),
-    ``-seedS`` appended for a seed other than 0 (so runs of several seeds get folders of their
-    own)."""
+def default_out(setting, dataset, seed=0, mn_options=None, batch_size=None):
+    """``results/NAME``, ``results/NAME@DATASET`` for another dataset, ``+batch=B`` for a batch
+    size other than the setting's (so runs of one setting at batch 2, 8, 64 get folders of their
+    own), ``+KEY=VALUE`` for each MN option given to the run (characters other than letters,
+    digits and ``._=-`` dropped), ``-seedS`` appended for a seed other than 0 (so runs of several
+    seeds get folders of their own)."""
     name = setting.name if dataset == setting.dataset else '{}@{}'.format(setting.name, dataset)
+    name += batch_suffix(setting.batch_size, batch_size)
     for key in sorted(mn_options or {}):
         name += '+' + re.sub(r'[^A-Za-z0-9_.=-]', '', '{}={}'.format(key, mn_options[key]))
     if seed:
         name += '-seed{}'.format(seed)
     return os.path.join('results', name)
+
+
+def batch_suffix(setting_batch, batch_size):
+    """``'+batch=B'`` for a run's batch size ``B`` other than its setting's, else ``''``."""
+    if batch_size is None or int(batch_size) == int(setting_batch or 0):
+        return ''
+    return '+batch={}'.format(int(batch_size))
 
 
 def write_json(path, obj):

@@ -33,7 +33,7 @@ import os
 
 import numpy
 
-from mixnorm_chainer.reproduce.runfolder import options_of
+from mixnorm_chainer.reproduce.runfolder import batch_suffix, options_of
 
 #: the log key of the test accuracy (chainer's Evaluator on the ``main`` classifier)
 ACC_KEY = 'validation/main/accuracy'
@@ -80,13 +80,23 @@ def variant_key(record):
     return (record['setting']['name'], record.get('dataset'), mn, data, record.get('epochs'))
 
 
-def variant_label(record, with_dataset=True):
-    """``cnn-c10-MN-2@digits+affine=statistics``: name, dataset when it is not the setting's,
-    and the run's MN options."""
+def variant_label(record, with_dataset=True, shown=None):
+    """``cnn-c10-MN-2@digits+batch=8+affine=statistics``: name, dataset when it is not the
+    setting's, batch size when it is not the setting's (as in the run's default folder,
+    :func:`~mixnorm_chainer.reproduce.runfolder.default_out`), and the run's MN options.
+
+    ``shown``: the records a table shows with this one; the batch size is then given only when
+    they hold this setting and dataset at another batch size too (so a batch-2 study's tables
+    stay narrow, and runs at batch 2 and 8 still get labels of their own)."""
     setting = record['setting']
     label = setting['name']
     if with_dataset and record.get('dataset') and record['dataset'] != setting.get('dataset'):
         label += '@' + record['dataset']
+    batch = options_of(record).get('batch_size')
+    if shown is None or any(
+            r['setting']['name'] == setting['name'] and r.get('dataset') == record.get('dataset')
+            and options_of(r).get('batch_size') != batch for r in shown):
+        label += batch_suffix(setting.get('batch_size'), batch)
     for key, value in sorted((options_of(record).get('mn_options') or {}).items()):
         if key not in NEUTRAL_MN_OPTIONS:
             label += '+{}={}'.format(key, value)

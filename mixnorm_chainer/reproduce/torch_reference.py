@@ -14,6 +14,12 @@ hand-written backward): gradients come from torch autograd.
   statistics are constants.
 * :func:`em_step`, :func:`gmm_log_likelihood`, :func:`gmm_responsibilities`: the diagonal GMM's
   EM iteration and densities (Eq. 26-27, 31).
+* :func:`fit_set_mixture` and :func:`mixture_group_normalization`: Mixture Normalization over
+  the per-sample sets of group/layer/instance normalization (Section 2.2, Eq. 8-10; Section
+  3.2: "simply by constructing B_i accordingly"): the deterministic one-dimensional fit of one
+  set (mean centring, strided subset, quantile seeds, Lloyd k-means, hard M-step, EM, pruning)
+  written as a plain loop over its components, and Eq. 34-36 (37, 40) per set with per-channel
+  gamma, beta; nu detached. With K = 1 this is :func:`torch.nn.functional.group_norm`.
 * :func:`crosscheck_impl`: the ``--impl`` callable of ``mixnorm-crosscheck compare``, e.g.
   ``mixnorm-crosscheck compare DIR --impl
   mixnorm_chainer.reproduce.torch_reference:crosscheck_impl``.
@@ -231,6 +237,190 @@ def em_step(X, weights, means, variances, reg_covar):
     return nk / nk.sum(), new_means, new_vars, log_norm.mean()
 
 
+# -- mixture group normalization: MN over the per-sample sets of GN (LN: G = 1, IN: G = C) --
+
+def group_sets(x, groups):
+    """(N, C, *S) -> (N*G, m): row ``n*G + g`` is the set B of sample n and group g, the
+    ``m = (C/G) * prod(S)`` values of channels ``g*C/G .. (g+1)*C/G - 1`` in memory order."""
+    return x.reshape(x.shape[0] * groups, -1)
+
+
+def ungroup_sets(sets, shape, groups):
+    """Inverse of :func:`group_sets`: (N*G, m) -> ``shape`` (N, C, *S)."""
+    return sets.reshape(shape)
+
+
+def _nearest(values, centres, live):
+    """Index of the nearest live centre of every value; ties go to the lower index."""
+    torch = require_torch()
+    label, best = None, None
+    for k, (c, alive) in enumerate(zip(centres, live)):
+        if not alive:
+            continue
+        d = (values - c) ** 2
+        if label is None:
+            label, best = torch.full(values.shape, k, dtype=torch.int64), d
+        else:
+            closer = d < best                          # strict: a tie stays with the lower k
+            label = torch.where(closer, torch.full_like(label, k), label)
+            best = torch.where(closer, d, best)
+    return label
+
+
+def _set_m_step(values, resp, live, reg_covar):
+    """M-step of one set: ``n_k = sum_i r_ik + 10 eps`` (live k), ``lambda_k = n_k / sum n``,
+    ``mu_k = sum_i r_ik x_i / n_k``, ``sigma_k^2 = sum_i r_ik (x_i - mu_k)^2 / n_k + reg_covar``;
+    a component that is not live gets weight 0 and the placeholders mu 0, sigma^2 reg_covar."""
+    torch = require_torch()
+    tiny = 10 * torch.finfo(values.dtype).eps
+    zero = torch.zeros((), dtype=values.dtype)
+    nk, means, variances = [], [], []
+    for r, alive in zip(resp, live):
+        if not alive:
+            nk.append(zero)
+            means.append(zero)
+            variances.append(zero + reg_covar)
+            continue
+        n = r.sum() + tiny
+        mu = (r * values).sum() / n
+        nk.append(n)
+        means.append(mu)
+        variances.append((r * (values - mu) ** 2).sum() / n + reg_covar)
+    nk = torch.stack(nk)
+    return nk / nk.sum(), torch.stack(means), torch.stack(variances)
+
+
+def _set_e_step(values, weights, means, variances, live):
+    """E-step of one set (Eq. 31 over the live components, in the log domain): [nu_k (m,)]."""
+    torch = require_torch()
+    log_terms = []
+    for w, mu, var, alive in zip(weights, means, variances, live):
+        if alive:
+            log_terms.append(torch.log(w) - 0.5 * (math.log(2 * math.pi) + torch.log(var)
+                                                   + (values - mu) ** 2 / var))
+        else:
+            log_terms.append(torch.full_like(values, -math.inf))
+    return list(torch.softmax(torch.stack(log_terms), dim=0))
+
+
+def seed_rank(k, n, n_components):
+    """The 0-based rank, among n sorted values, of component k's initial centre: the
+    ``(k + 1/2) / K`` quantile taken from the data, ``floor((2k + 1) n / (2K))``."""
+    return (2 * k + 1) * n // (2 * n_components)
+
+
+def fit_set_mixture(values, n_components, kmeans_iters=1, em_iters=1, sample_fraction=1.0,
+                    min_weight=0.01, reg_covar=1e-6):
+    """The deterministic univariate GMM of one set (values (m,), in their compute dtype).
+
+    1. centre: ``c = mean(values)``; everything below works on ``x = values - c``;
+    2. subset: ``n = min(m, max(K, ceil(sample_fraction * m)))`` values, those at positions
+       ``floor(j m / n)``, j = 0..n-1 (all of them when n = m);
+    3. seeds: centre k is the value of rank ``floor((2k + 1) n / (2K))`` (0-based) of the sorted
+       subset;
+    4. ``kmeans_iters`` Lloyd iterations: each value goes to the nearest centre (squared
+       distance; a tie to the lower k), ``c_k <- c_k + sum_{i in k} (x_i - c_k) / count_k``
+       (an empty cluster keeps its centre);
+    5. the hard assignment to the final centres, then the M-step (:func:`_set_m_step`);
+    6. ``em_iters`` EM iterations (E-step Eq. 31, M-step);
+    7. pruning when min_weight > 0: components with lambda_k < min_weight are dropped, except
+       the heaviest (the first on a tie); if any was dropped, one E-step over the rest and one
+       M-step;
+    8. nu: the E-step of all m values (not only the subset) over the kept components.
+
+    Returns ``(weights (K,), means (K,), variances (K,), live (K,) bool, nu (K, m))``: weights
+    0 and means, variances 0 where a component was pruned; means in the values' coordinates.
+    """
+    torch = require_torch()
+    K = n_components
+    values = values.detach()
+    center = values.mean()
+    x = values - center
+    m = x.shape[0]
+    n = min(m, max(K, math.ceil(sample_fraction * m)))
+    sub = x[torch.tensor([j * m // n for j in range(n)], dtype=torch.int64)]
+    ordered = torch.sort(sub).values
+    centres = [ordered[seed_rank(k, n, K)] for k in range(K)]
+    live = [True] * K
+    for _ in range(kmeans_iters):
+        label = _nearest(sub, centres, live)
+        moved = []
+        for k, c in enumerate(centres):
+            members = sub[label == k]
+            moved.append(c + (members - c).sum() / members.numel() if members.numel() else c)
+        centres = moved
+    label = _nearest(sub, centres, live)
+    params = _set_m_step(sub, [(label == k).to(x.dtype) for k in range(K)], live, reg_covar)
+    for _ in range(em_iters):
+        params = _set_m_step(sub, _set_e_step(sub, *params, live), live, reg_covar)
+    if min_weight > 0:
+        weights = params[0]
+        heaviest = int(torch.argmax(weights))          # the first maximum
+        keep = [bool(weights[k] >= min_weight) or k == heaviest for k in range(K)]
+        if keep != live:
+            live = keep
+            params = _set_m_step(sub, _set_e_step(sub, *params, live), live, reg_covar)
+    weights, means, variances = params
+    nu = torch.stack(_set_e_step(x, weights, means, variances, live))
+    mask = torch.tensor(live)
+    zero = torch.zeros_like(weights)
+    return (torch.where(mask, weights, zero), torch.where(mask, means + center, zero),
+            torch.where(mask, variances, zero), mask, nu)
+
+
+def fit_group_mixtures(x, groups, n_components, **fit_options):
+    """:func:`fit_set_mixture` of every set of x (:func:`group_sets`), computed in x's compute
+    dtype: ``(weights (S, K), means (S, K), variances (S, K), live (S, K), nu (S, K, m))``."""
+    torch = require_torch()
+    sets = group_sets(x.detach().to(_compute_dtype(torch, x.dtype)), groups)
+    fits = [fit_set_mixture(s, n_components, **fit_options) for s in sets]
+    return tuple(torch.stack(parts) for parts in zip(*fits))
+
+
+def mixture_group_normalization(x, gamma, beta, groups, nu, eps=2e-5, affine='output',
+                                activation=None):
+    """Eq. 34-36 (Eq. 37 / 40 as options) over the sets of GN; differentiable in x, gamma, beta.
+
+    Args:
+        x: (N, C, *S), C divisible by groups.
+        gamma, beta: (C,), per channel (each value of a set takes its own channel's).
+        groups: G; set ``n*G + g`` is :func:`group_sets`'s row.
+        nu: responsibilities (N*G, K, m); detached (the gradient stops at them).
+        eps, affine, activation: as :func:`mixture_normalization`, per set: with nu_ik the
+            responsibilities of set s, ``lambda_k = mean_i nu_ik``, ``nuhat = nu / sum_i nu_ik``,
+            ``mu_k, sigma_k^2`` the nuhat-weighted mean and biased variance of the set, and
+            ``y_i = sum_k nu_ik z_ik``.
+    """
+    torch = require_torch()
+    cdt = _compute_dtype(torch, x.dtype)
+    X = group_sets(x.to(cdt), groups)
+    S, m = X.shape
+    spread = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    G = group_sets(gamma.to(cdt).reshape(spread).expand(x.shape), groups)   # gamma_c per value
+    B = group_sets(beta.to(cdt).reshape(spread).expand(x.shape), groups)
+    nu = torch.as_tensor(nu).detach().to(device=X.device, dtype=cdt)
+    out = torch.zeros_like(X)
+    for k in range(nu.shape[1]):
+        w = nu[:, k, :]                                    # (S, m)
+        n_k = w.sum(dim=1, keepdim=True)
+        present = n_k > 0                                  # an empty component takes no part
+        n_k = torch.where(present, n_k, torch.ones_like(n_k))
+        lam = n_k / m                                      # lambda_k = mean_i nu_ik
+        nuhat = w / n_k                                    # Eq. 36
+        mu = (nuhat * X).sum(dim=1, keepdim=True)          # Eq. 35
+        var = (nuhat * (X - mu) ** 2).sum(dim=1, keepdim=True)
+        if affine == 'statistics':                         # Eq. 37 as printed
+            xk = (X - mu - B) / torch.sqrt(torch.clamp(G * var, min=0) + eps)
+            z = xk / torch.sqrt(lam)
+        else:
+            xk = (X - mu) / torch.sqrt(var + eps)
+            z = G * xk / torch.sqrt(lam) + B
+        if activation == 'relu':                           # Eq. 40
+            z = torch.relu(z)
+        out = out + torch.where(present, w * z, torch.zeros_like(z))   # Eq. 34
+    return ungroup_sets(out, x.shape, groups).to(x.dtype)
+
+
 # -- the --impl callable ---------------------------------------------------------------------
 
 def _grads(torch, y, gy, leaves):
@@ -256,8 +446,9 @@ def crosscheck_impl(case, inputs):
 
     Returns:
         dict of output arrays (numpy) under the manifest's output names, with the optional
-        component statistics (training) and posterior (test mode); the seeded GMM fit's own
-        score (``fit_score``, optional output) is not computed.
+        component statistics (training), posterior (test mode) and the sets' fitted mixtures
+        (``mn_group``); the seeded GMM fit's own score (``fit_score``, optional output) is not
+        computed.
     """
     torch = require_torch()
     kind, opt = case['kind'], case['options']
@@ -284,6 +475,19 @@ def crosscheck_impl(case, inputs):
             out['posterior'] = _np(queue_posterior(X, *queue, opt['n_present'], opt['decay'],
                                                    opt['eps'], fit))
         return out
+    if kind == 'mn_group':
+        x, gamma, beta = (torch.tensor(inputs[k], requires_grad=True)
+                          for k in ('x', 'gamma', 'beta'))
+        weights, means, variances, _, nu = fit_group_mixtures(
+            x, opt['groups'], opt['n_components'], kmeans_iters=opt['kmeans_iters'],
+            em_iters=opt['em_iters'], sample_fraction=opt['sample_fraction'],
+            min_weight=opt['min_weight'], reg_covar=opt['reg_covar'])
+        y = mixture_group_normalization(x, gamma, beta, opt['groups'], nu, opt['eps'],
+                                        opt['affine'], opt['activation'])
+        gx, ggamma, gbeta = _grads(torch, y, inputs['gy'], (x, gamma, beta))
+        return {'y': _np(y), 'gx': _np(gx), 'ggamma': _np(ggamma), 'gbeta': _np(gbeta),
+                'fit_weights': _np(weights), 'fit_means': _np(means),
+                'fit_variances': _np(variances), 'responsibilities': _np(nu)}
     if kind == 'gmm_em':
         X = torch.as_tensor(inputs['X'])
         params = [torch.as_tensor(inputs[k]) for k in ('init_weights', 'init_means',

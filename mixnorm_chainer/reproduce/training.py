@@ -111,8 +111,9 @@ def _mn_option_dict(args):
     if getattr(args, 'mn_options', None):        # {} (e.g. a BN run's stored options): none
         setting = registry.get(args.name)
         if not setting.is_mn:
-            raise runfolder.RunError('--mn-option: {} has no MN layers; give an MN setting'
-                                     .format(setting.name))
+            raise runfolder.RunError('--mn-option: {} has no MN layers{}; give an MN setting'
+                                     .format(setting.name, ' (its GN/MGN layers take no MN '
+                                             'option)' if setting.norms else ''))
         builders.mn_options_of(setting, args.mn_options)
     return getattr(args, 'mn_options', None)
 
@@ -167,7 +168,8 @@ def run(args, extra_extensions=()):
         return _run_gan(args, setting, extra_extensions)
     _mn_option_dict(args)
     out = args.out or runfolder.default_out(setting, args.dataset or setting.dataset,
-                                            args.seed or 0, getattr(args, 'mn_options', None))
+                                            args.seed or 0, getattr(args, 'mn_options', None),
+                                            getattr(args, 'batch_size', None))
     # ChainerMN (under mpiexec): one rank per process; batch_size is the global mini-batch.
     communicator = getattr(args, 'communicator', None)
     comm = data_parallel.create_communicator(communicator) if communicator else None
@@ -384,7 +386,8 @@ def run_seeds(args, extra_extensions=()):
     if args.resume and getattr(args, 'force', False):
         runfolder.prepare(args.out or '.', True, True)      # the one-line contradiction
     base = args.out or runfolder.default_out(setting, args.dataset or setting.dataset, 0,
-                                             _mn_option_dict(args))
+                                             _mn_option_dict(args),
+                                             getattr(args, 'batch_size', None))
     if os.path.isfile(os.path.join(base, 'setting.json')):
         raise runfolder.RunError('{} holds a run of one seed; give the seed runs another --out '
                                  '(they go to OUT/seedS)'.format(base))

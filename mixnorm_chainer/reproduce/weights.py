@@ -32,9 +32,13 @@ MN ``queue_fit_weights``   same name           (T, K) the fitted GMMs' weights  
 MN ``queue_fit_means``     same name           (T, K, C) their means                 buffer
 MN ``queue_fit_variances`` same name           (T, K, C) their variances (floored)   buffer
 MN ``queue_count``         ``queue_count``     () int64, entries filled (newest last) buffer
+MGN gamma                  ``weight``          (C,)                                  GroupNorm
+MGN beta                   ``bias``            (C,)                                  GroupNorm
 =========================  ==================  ====================================  ============
 
-The MN queue arrays are float64 whatever the model's dtype (as the link keeps them).
+MGN: :class:`~mixnorm_chainer.MixtureGroupNormalization` (no buffers: it has no queue; torch's
+``GroupNorm`` names its per-channel parameters the same way). The MN queue arrays are float64
+whatever the model's dtype (as the link keeps them).
 
 Chainer's BN defaults differ from torch's: build ``BatchNorm2d(C, eps=2e-5, momentum=0.1)``
 (Chainer's ``decay=0.9``); the metadata records each BN layer's eps and decay. Chainer's
@@ -48,6 +52,7 @@ import chainer
 import chainer.links as L
 import numpy
 
+from mixnorm_chainer.group_normalization import MixtureGroupNormalization
 from mixnorm_chainer.links import MixtureNormalization
 from mixnorm_chainer.queue import ParameterQueue
 
@@ -60,6 +65,7 @@ _PARAMS = {
     L.Linear: {'W': 'weight', 'b': 'bias'},
     L.BatchNormalization: {'gamma': 'weight', 'beta': 'bias'},
     MixtureNormalization: {'gamma': 'weight', 'beta': 'bias'},
+    MixtureGroupNormalization: {'gamma': 'weight', 'beta': 'bias'},
 }
 _PERSISTENTS = {
     L.BatchNormalization: {'avg_mean': 'running_mean', 'avg_var': 'running_var',
@@ -88,7 +94,8 @@ def _leaf_links(model):
         if kind is None:
             raise ValueError(f'export to a torch state dict does not support {type(link).__name__}'
                              f' at {path or "/"} (supported: Convolution2D, Linear, '
-                             'BatchNormalization, MixtureNormalization)')
+                             'BatchNormalization, MixtureNormalization, '
+                             'MixtureGroupNormalization)')
         yield path.strip('/').replace('/', '.'), link, kind
 
 
