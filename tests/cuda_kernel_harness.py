@@ -787,3 +787,29 @@ def install(monkeypatch) -> None:
 
     monkeypatch.setattr(cuda, 'elementwise', elementwise)
     monkeypatch.setattr(cuda, 'reduce', reduce)
+
+
+def use_for_numpy(monkeypatch):
+    """The project's kernels compiled for the CPU and used for numpy arrays while
+    ``chainer.config.mixnorm_kernels`` is True (skipped without g++, failed instead when
+    MIXNORM_REQUIRE_CXX=1, as in CI); the record of kernel calls starts empty."""
+    import chainer
+
+    from mixnorm_chainer import kernels
+
+    require_cxx()
+    install(monkeypatch)
+    monkeypatch.setattr(kernels, 'enabled',
+                        lambda *arrays: bool(getattr(chainer.config, 'mixnorm_kernels', True)))
+    del calls[:]
+
+
+def both(fn):
+    """``(fn() with the kernels, fn() with the xp path)``."""
+    import chainer
+
+    with chainer.using_config('mixnorm_kernels', True):
+        ours = fn()
+    with chainer.using_config('mixnorm_kernels', False):
+        reference = fn()
+    return ours, reference

@@ -16,7 +16,7 @@ import numpy
 import pytest
 
 import mixnorm_chainer as mn
-from mixnorm_chainer import group_gmm, kernels
+from mixnorm_chainer import group_gmm
 from mixnorm_chainer.kernels import group as group_kernels
 from mixnorm_chainer.kernels import self_check
 
@@ -29,23 +29,12 @@ DTYPES = [numpy.float32, numpy.float64]
 
 @pytest.fixture
 def on_cpu(monkeypatch):
-    """Kernels compiled for the CPU, used for numpy arrays while mixnorm_kernels is True
-    (skipped without g++, failed instead when MIXNORM_REQUIRE_CXX=1)."""
-    harness.require_cxx()
-    harness.install(monkeypatch)
-    monkeypatch.setattr(kernels, 'enabled',
-                        lambda *arrays: bool(getattr(chainer.config, 'mixnorm_kernels', True)))
-    del harness.calls[:]
+    """Kernels compiled for the CPU, used for numpy arrays (:func:`harness.use_for_numpy`)."""
+    harness.use_for_numpy(monkeypatch)
     return harness
 
 
-def both(fn):
-    """fn() with the kernels, and with the xp path."""
-    with chainer.using_config('mixnorm_kernels', True):
-        ours = fn()
-    with chainer.using_config('mixnorm_kernels', False):
-        reference = fn()
-    return ours, reference
+both = harness.both
 
 
 def close(a, b, ulps, terms=1.0):

@@ -18,7 +18,9 @@ from mixnorm_chainer import (
 from mixnorm_chainer.models import CifarCNN, DenseNet, Generator, InceptionV3, NormFactory
 from mixnorm_chainer.models.cifar_cnn import LAYERS as CNN_LAYERS
 from mixnorm_chainer.models.norm import group_count
-from mixnorm_chainer.reproduce import builders, registry, runfolder, runner, seeds, smoke
+from mixnorm_chainer.reproduce import builders, registry, runfolder, seeds, smoke
+
+from cli_runner import run_cli
 
 TINY = ['--dataset', 'digits', '--input-size', '8', '--train-limit', '16', '--test-limit', '16',
         '--no-progress']
@@ -27,16 +29,6 @@ ROWS = ('GN-2', 'MGN1-2', 'MGN-2')
 
 def images(n=4, size=8, seed=0):
     return numpy.random.default_rng(seed).normal(size=(n, 3, size, size)).astype(numpy.float32)
-
-
-def run_cli(argv, capsys):
-    capsys.readouterr()
-    try:
-        code = runner.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

@@ -26,23 +26,12 @@ import cuda_kernel_harness as harness
 
 @pytest.fixture
 def on_cpu(monkeypatch):
-    """Kernels compiled for the CPU, used for numpy arrays while mixnorm_kernels is True
-    (skipped without g++, failed instead when MIXNORM_REQUIRE_CXX=1, as in CI)."""
-    harness.require_cxx()
-    harness.install(monkeypatch)
-    monkeypatch.setattr(kernels, 'enabled',
-                        lambda *arrays: bool(getattr(chainer.config, 'mixnorm_kernels', True)))
-    del harness.calls[:]
+    """Kernels compiled for the CPU, used for numpy arrays (:func:`harness.use_for_numpy`)."""
+    harness.use_for_numpy(monkeypatch)
     return harness
 
 
-def both(fn):
-    """fn() with the kernels, and with the xp path."""
-    with chainer.using_config('mixnorm_kernels', True):
-        ours = fn()
-    with chainer.using_config('mixnorm_kernels', False):
-        reference = fn()
-    return ours, reference
+both = harness.both
 
 
 EPS = {numpy.dtype(t): float(numpy.finfo(t).eps) for t in (numpy.float32, numpy.float64)}

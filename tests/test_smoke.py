@@ -5,21 +5,13 @@ import chainer
 import numpy
 import pytest
 
-from mixnorm_chainer.reproduce import registry, runner, smoke
+from mixnorm_chainer.reproduce import registry, smoke
+
+from cli_runner import run_cli
 
 
 def result(losses, test_loss=1.0, error='', name='x'):
     return smoke.Result(name, 'nesterov', 0.1, 8, list(losses), test_loss, error)
-
-
-def run_cli(argv, capsys):
-    capsys.readouterr()
-    try:
-        code = runner.main(argv)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # -- the verdict rule ------------------------------------------------------------------------

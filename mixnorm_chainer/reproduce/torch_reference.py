@@ -69,6 +69,25 @@ def from_rows(rows, shape):
     return moved.permute(*perm)
 
 
+def component_term(torch, X, w, n_k, m, g, b, eps, affine, activation, dim):
+    """``z_k`` of component k, the term that Eq. 34 weights by nu_ik: over ``dim`` (the m values
+    normalized together) ``lambda_k = n_k / m`` (the mean of nu_ik), ``nuhat = w / n_k`` (Eq. 36),
+    the nuhat-weighted mean and biased variance (Eq. 35), then ``gamma xhat / sqrt(lambda_k) +
+    beta`` or Eq. 37 as printed, and Eq. 40's ReLU. ``w``: nu_ik; ``n_k``: its sum over ``dim``
+    (kept), nonzero."""
+    lam = n_k / m                                          # lambda_k = mean_i nu_ik
+    nuhat = w / n_k                                        # Eq. 36
+    mu = (nuhat * X).sum(dim=dim, keepdim=True)            # Eq. 35
+    var = (nuhat * (X - mu) ** 2).sum(dim=dim, keepdim=True)
+    if affine == 'statistics':                             # Eq. 37 as printed
+        z = (X - mu - b) / torch.sqrt(torch.clamp(g * var, min=0) + eps) / torch.sqrt(lam)
+    else:
+        z = g * ((X - mu) / torch.sqrt(var + eps)) / torch.sqrt(lam) + b
+    if activation == 'relu':                               # Eq. 40
+        z = torch.relu(z)
+    return z
+
+
 def mixture_normalization(x, gamma, beta, nu, eps=2e-5, affine='output', activation=None):
     """Eq. 34-36 (Eq. 37 / 40 as options) for torch tensors; differentiable in x, gamma, beta.
 
@@ -92,18 +111,7 @@ def mixture_normalization(x, gamma, beta, nu, eps=2e-5, affine='output', activat
         n_k = w.sum()
         if n_k <= 0:                                       # an empty component takes no part
             continue
-        lam = n_k / X.shape[0]                             # lambda_k = mean_i nu_ik
-        nuhat = w / n_k                                    # Eq. 36
-        mu = (nuhat * X).sum(dim=0)                        # Eq. 35
-        var = (nuhat * (X - mu) ** 2).sum(dim=0)
-        if affine == 'statistics':                         # Eq. 37 as printed
-            xk = (X - mu - b) / torch.sqrt(torch.clamp(g * var, min=0) + eps)
-            z = xk / torch.sqrt(lam)
-        else:
-            xk = (X - mu) / torch.sqrt(var + eps)
-            z = g * xk / torch.sqrt(lam) + b
-        if activation == 'relu':                           # Eq. 40
-            z = torch.relu(z)
+        z = component_term(torch, X, w, n_k, X.shape[0], g, b, eps, affine, activation, 0)
         out = out + w * z                                  # Eq. 34
     return from_rows(out, x.shape).to(x.dtype)
 
@@ -405,18 +413,7 @@ def mixture_group_normalization(x, gamma, beta, groups, nu, eps=2e-5, affine='ou
         n_k = w.sum(dim=1, keepdim=True)
         present = n_k > 0                                  # an empty component takes no part
         n_k = torch.where(present, n_k, torch.ones_like(n_k))
-        lam = n_k / m                                      # lambda_k = mean_i nu_ik
-        nuhat = w / n_k                                    # Eq. 36
-        mu = (nuhat * X).sum(dim=1, keepdim=True)          # Eq. 35
-        var = (nuhat * (X - mu) ** 2).sum(dim=1, keepdim=True)
-        if affine == 'statistics':                         # Eq. 37 as printed
-            xk = (X - mu - B) / torch.sqrt(torch.clamp(G * var, min=0) + eps)
-            z = xk / torch.sqrt(lam)
-        else:
-            xk = (X - mu) / torch.sqrt(var + eps)
-            z = G * xk / torch.sqrt(lam) + B
-        if activation == 'relu':                           # Eq. 40
-            z = torch.relu(z)
+        z = component_term(torch, X, w, n_k, m, G, B, eps, affine, activation, 1)
         out = out + torch.where(present, w * z, torch.zeros_like(z))   # Eq. 34
     return ungroup_sets(out, x.shape, groups).to(x.dtype)
 

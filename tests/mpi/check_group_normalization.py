@@ -23,9 +23,7 @@ Rank 0 writes a JSON report to argv[1]; exit status 0 = all passed.
 import mixnorm_chainer  # noqa: F401  (before chainer: numpy-2 shim)
 # isort: on
 import copy
-import json
 import sys
-import traceback
 
 import chainer
 import chainer.functions as F
@@ -34,6 +32,8 @@ import numpy
 from mixnorm_chainer import MixtureGroupNormalization
 from mixnorm_chainer.models import CifarCNN
 from mixnorm_chainer.reproduce.data_parallel import synchronize_normalization
+
+import mpi_report
 
 #: global batch (divisible by 2, 3, 4 ranks), image side, training steps
 N, SIZE, STEPS = 12, 8, 3
@@ -176,7 +176,8 @@ def main():
     comm = chainermn.create_communicator('naive')
     report = {'size': comm.size, 'layers': {}, 'training': {}, 'failures': []}
     fail = report['failures'].append
-    try:
+
+    def checks():
         for i, case in enumerate(LAYER_CASES):
             errs = layer_case(comm, case, seed=20 + i)
             report['layers'][case['name']] = errs
@@ -196,15 +197,8 @@ def main():
         # synchronized BN sees the global batch like one process
         report['training']['bn per rank sgd'] = training_case(comm, 'bn', 'sgd', sync=False)
         report['training']['bn synchronized sgd'] = training_case(comm, 'bn', 'sgd')
-    except Exception:           # the other ranks may be inside a collective: abort them all
-        print(f'rank {comm.rank}: ' + traceback.format_exc(), file=sys.stderr, flush=True)
-        comm.mpi_comm.Abort(3)
-    failures = comm.mpi_comm.allgather(report['failures'])
-    report['failures'] = [f for fs in failures for f in fs]
-    if comm.rank == 0:
-        with open(sys.argv[1], 'w') as f:
-            json.dump(report, f, indent=1)
-    return 1 if report['failures'] else 0
+
+    return mpi_report.run(comm, report, checks)
 
 
 if __name__ == '__main__':

@@ -10,15 +10,15 @@ ValueError on every rank. Rank 0 writes a JSON report to argv[1]. Exit status 0 
 # isort: off
 import mixnorm_chainer  # noqa: F401  (before chainer: numpy-2 shim)
 # isort: on
-import json
 import sys
-import traceback
 
 import chainer
 import numpy
 
 from mixnorm_chainer import MixtureNormalization
 from mixnorm_chainer.multi_node import MultiNodeMixtureNormalization, create_multi_node_mn_model
+
+import mpi_report
 
 CASES = [
     dict(name='conv K=3 EM2', shape=(11, 5, 3, 3), options=dict(n_components=3, em_iters=2)),
@@ -144,7 +144,8 @@ def main():
     comm = chainermn.create_communicator('naive')
     report = {'size': comm.size, 'cases': {}, 'failures': []}
     tol = 1e-9
-    try:
+
+    def checks():
         for i, case in enumerate(CASES):
             errs, unsynced, comms, sizes = run_case(comm, case, seed=10 + i)
             worst = max(errs.values())
@@ -162,15 +163,8 @@ def main():
         report['conversion'] = check_model_conversion(comm)
         if not all(report['conversion'].values()):
             report['failures'].append(f"rank {comm.rank} conversion {report['conversion']}")
-    except Exception:           # the other ranks may be inside a collective: abort them all
-        print(f'rank {comm.rank}: ' + traceback.format_exc(), file=sys.stderr, flush=True)
-        comm.mpi_comm.Abort(3)
-    failures = comm.mpi_comm.allgather(report["failures"])
-    report['failures'] = [f for fs in failures for f in fs]
-    if comm.rank == 0:
-        with open(sys.argv[1], 'w') as f:
-            json.dump(report, f, indent=1)
-    return 1 if report['failures'] else 0
+
+    return mpi_report.run(comm, report, checks)
 
 
 if __name__ == '__main__':
