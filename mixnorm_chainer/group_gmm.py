@@ -44,7 +44,7 @@ from chainer.backend import get_array_module
 
 from mixnorm_chainer import kernels, options
 from mixnorm_chainer.gaussian import LOG_2PI
-from mixnorm_chainer.gmm import magnitude_limit
+from mixnorm_chainer.gmm import rows_problem
 from mixnorm_chainer.kernels import group as group_kernels
 
 
@@ -212,18 +212,9 @@ def prune(X, params, live, min_weight, reg_covar):
 
 
 def sets_problem(X, reg_covar):
-    """None when the sets X (S, m) can be fitted, else what is wrong (one line): NaN/inf, or
-    magnitudes whose squares would overflow X's dtype (:func:`~mixnorm_chainer.gmm.magnitude_limit`
-    for sets of m values). One host synchronization."""
-    xp = get_array_module(X)
-    largest = float(xp.abs(X).max()) if X.size else 0.0
-    if not math.isfinite(largest):
-        return 'contains NaN or inf'
-    limit = magnitude_limit(X.dtype, X.shape[1], 1, reg_covar)
-    if largest > limit:
-        return (f'has entries of magnitude {largest:.3g}, beyond {limit:.3g}, where sums of '
-                f'their squares overflow {X.dtype}')
-    return None
+    """:func:`~mixnorm_chainer.gmm.rows_problem` of the sets X (S, m): each is a fit of m
+    one-dimensional values. None, or what is wrong (one line). One host synchronization."""
+    return rows_problem(X.reshape(-1, 1), reg_covar, X.shape[1])
 
 
 def fit_set_mixtures(X, n_components, *, kmeans_iters=1, em_iters=1, sample_fraction=1.0,
@@ -259,7 +250,7 @@ def fit_set_mixtures(X, n_components, *, kmeans_iters=1, em_iters=1, sample_frac
     if check_finite:
         problem = sets_problem(X, reg_covar)
         if problem is not None:
-            raise ValueError(f'fit_set_mixtures: X {problem}')
+            raise ValueError(f'fit_set_mixtures: X (sets of shape {X.shape}): {problem}')
     center = set_centers(X)
     Xc = X - center[:, None]
     Xf = strided_subset(Xc, sample_fraction, K)

@@ -118,7 +118,8 @@ def _normalize(x, gamma, beta, groups, responsibilities, n_components, eps, em_i
     sets = xa.reshape(S, m).astype(compute_dtype(xa.dtype), copy=False)
     problem = sets_problem(sets, reg_covar)
     if problem is not None:
-        raise ValueError(f'{who}: x {problem}; the mixtures cannot be fitted')
+        raise ValueError(f'{who} (input shape {xa.shape}): {problem}; the mixtures cannot be '
+                         'fitted')
     fit = None
     if responsibilities is None:
         fit = fit_set_mixtures(sets, n_components, kmeans_iters=kmeans_iters,

@@ -443,6 +443,8 @@ def test_bad_input_and_options_are_one_line_errors():
     nan = x.copy()
     nan[1, 2, 0, 0] = numpy.nan
     cases.append((lambda: mn.MixtureGroupNormalization(2)(nan), 'NaN or inf'))
+    huge = numpy.full(x.shape, 1e18, numpy.float32)   # sums of squares over a set overflow
+    cases.append((lambda: mn.MixtureGroupNormalization(2)(huge), 'overflow float32'))
     for call, message in cases:
         with pytest.raises(ValueError, match=message) as info:
             call()
