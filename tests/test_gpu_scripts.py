@@ -46,3 +46,29 @@ def test_gpu_scripts_refuse_an_unusable_device(tmp_path):
         assert proc.returncode == 2
         assert '--device @cupy:0: CuPy/CUDA is not available' in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_gpu_session_dry_run(tmp_path):
+    """experiments/gpu_session.sh runs both scripts, each under its own limit, and keeps their
+    logs and reports; here as its documented dry run (chainer already importable)."""
+    env = dict(os.environ, GPU_PYTHON=sys.executable,
+               GPU_SESSION_ARGS='--device @numpy --quick')
+    proc = subprocess.run([os.path.join(ROOT, 'experiments', 'gpu_session.sh'), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ('gpu_check', 'bench_gpu'):
+        assert f'== {name}: exit 0 after' in proc.stdout
+        with open(tmp_path / f'{name}.json') as f:
+            assert json.load(f)
+        assert (tmp_path / f'{name}.log').stat().st_size > 0
+    assert (tmp_path / 'nvidia-smi.txt').exists()
+
+
+def test_gpu_session_reports_a_failed_part(tmp_path):
+    env = dict(os.environ, GPU_PYTHON=sys.executable, GPU_SESSION_ARGS='--no-such-option')
+    proc = subprocess.run([os.path.join(ROOT, 'experiments', 'gpu_session.sh'), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 1
+    assert '== gpu_check: exit 2 after' in proc.stdout
+    assert '== bench_gpu: exit 2 after' in proc.stdout
