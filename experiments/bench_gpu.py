@@ -8,7 +8,8 @@
 2. one EM iteration (E-step + M-step) on 16384 x 128 rows, K=3, vs the memory-bandwidth
    floor: the bytes it must move (read the rows for the E-step and for the M-step, write and
    read the responsibilities) divided by the device's peak bandwidth (goal: within 3x);
-3. Table 7: DenseNet-20/40 training iterations/sec, BN vs MN (last BN) K=2..5 at batch 64
+3. the MN layer step with each ``init`` (k-means++, AFK-MC², warm-started EM), side by side;
+4. Table 7: DenseNet-20/40 training iterations/sec, BN vs MN (last BN) K=2..5 at batch 64
    and 128 (paper, TitanX: MN K=3 at 0.88 of BN; goal >= 0.90).
 
 Timings alternate between the contenders (A B A B ...) and report the median of adjacent
@@ -87,6 +88,42 @@ def bench_layers(device, shapes, repeats):
     return rows
 
 
+def bench_inits(device, shapes, repeats):
+    """The MN layer step (kernels on, then ReLU) with each ``init`` (the paper's k-means++,
+    AFK-MC², warm-started EM), timed in turn on the same input, against k-means++."""
+    rows = []
+    rng = numpy.random.default_rng(0)
+    inits = ('kmeans++', 'afkmc2', 'previous')
+    for shape in shapes:
+        x = numpy.maximum(rng.normal(size=shape) + rng.choice([-1, 0.5, 2], size=(1, shape[1],
+                                                                               1, 1)), 0)
+        x = device.send((x * 2).astype(numpy.float32))
+        gy = device.send(rng.normal(size=shape).astype(numpy.float32))
+        steps = {}
+        for init in inits:
+            mn = MixtureNormalization(shape[1], n_components=3, em_iters=2, seed=0, init=init)
+            mn.to_device(device)
+            steps[init] = layer_step(mn, x, gy, True)
+            steps[init]()                     # the first step seeds every layer
+        times = {init: [] for init in inits}
+        for _ in range(repeats):
+            for init in inits:
+                runfolder.synchronize(device)
+                start = time.perf_counter()
+                steps[init]()
+                runfolder.synchronize(device)
+                times[init].append(time.perf_counter() - start)
+        base = times['kmeans++']
+        for init in inits:
+            ratio = statistics.median(t / b for t, b in zip(times[init], base))
+            rows.append({'shape': list(shape), 'init': init,
+                         'ms': 1e3 * statistics.median(times[init]), 'over_kmeans++': ratio})
+            print('layer {:>16} init {:<9}: {:8.3f} ms  x{:.3f} of k-means++'.format(
+                'x'.join(map(str, shape)), init, 1e3 * statistics.median(times[init]), ratio),
+                flush=True)
+    return rows
+
+
 def peak_bandwidth(device):
     """Bytes/s from the device's memory clock and bus width (None on the CPU)."""
     if device.xp is numpy:
@@ -158,6 +195,7 @@ def main(argv=None):
     repeats = 2 if args.quick else 20
     report = {'device': str(device),
               'layers': bench_layers(device, shapes, repeats),
+              'inits': bench_inits(device, shapes, repeats),
               'em': bench_em(device, *((256, 8, 3) if args.quick else (16384, 128, 3)), repeats),
               'table7': bench_table7(device, args.quick)}
     with open(args.json, 'w') as f:

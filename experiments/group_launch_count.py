@@ -2,19 +2,19 @@
 
 The fit (:func:`mixnorm_chainer.group_gmm.fit_set_mixtures`) runs on numpy twice: on the xp
 path, and on the CUDA kernel path (:mod:`mixnorm_chainer.kernels.group`, the kernel strings
-compiled with g++ by ``tests/cuda_kernel_harness.py``). Every array operation is counted as
-the one CuPy kernel it launches on the GPU: each ufunc call and reduction, ``where``, ``sort``,
-``argmin``/``argmax``, ``mean``, a dtype-changing ``astype``, a fancy index or an assignment
-into an array, ``arange``/``ones``/``zeros``/``full``, and each ElementwiseKernel /
-ReductionKernel call; views (reshape, broadcasting, basic slicing), ``empty`` and ``asarray``
-of an array count nothing. It is an estimate of what CuPy would launch, not a measurement:
-``sort`` may launch several kernels in CuPy, and nothing here has run on a GPU. The transform
-(chainer.functions) is the same on both paths and is not counted.
+compiled with g++ by ``tests/cuda_kernel_harness.py``), counted by ``launch_counting.py``
+(next to this script). Every array operation is counted as the one CuPy kernel it launches on
+the GPU: each ufunc call and reduction, ``where``, ``sort``, ``argmin``/``argmax``, ``mean``,
+a dtype-changing ``astype``, a fancy index or an assignment into an array,
+``arange``/``ones``/``zeros``/``full``, and each ElementwiseKernel / ReductionKernel call;
+views (reshape, broadcasting, basic slicing), ``empty`` and ``asarray`` of an array count
+nothing. It is an estimate of what CuPy would launch, not a measurement: ``sort`` may launch
+several kernels in CuPy, and nothing here has run on a GPU. The transform (chainer.functions)
+is the same on both paths and is not counted.
 
 Usage: ``python experiments/group_launch_count.py [--json out.json]`` (a few seconds; needs g++).
 """
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -24,122 +24,11 @@ import numpy
 # isort: off
 import mixnorm_chainer  # noqa: F401  (before chainer: numpy >= 2 support)
 # isort: on
-from chainer.backends import cuda
 
-from mixnorm_chainer import group_gmm, kernels
+from mixnorm_chainer import group_gmm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOT_LAUNCHES = {'ndim', 'shape', 'broadcast_to', 'reshape'}
-CREATION = ('ones', 'zeros', 'full', 'arange')
-_count = {}
-
-
-def _add(what):
-    if what not in NOT_LAUNCHES:
-        _count[what] = _count.get(what, 0) + 1
-
-
-def _plain(a):
-    if isinstance(a, Counted):
-        return a.view(numpy.ndarray)
-    if isinstance(a, (list, tuple)):
-        return type(a)(_plain(v) for v in a)
-    return a
-
-
-def _wrap(a):
-    if isinstance(a, numpy.ndarray) and not isinstance(a, Counted):
-        return a.view(Counted)
-    return tuple(_wrap(v) for v in a) if isinstance(a, tuple) else a
-
-
-def _counted_method(name):
-    def method(self, *args, **kwargs):
-        _add(name)
-        return _wrap(getattr(self.view(numpy.ndarray), name)(*_plain(args), **kwargs))
-    return method
-
-
-class Counted(numpy.ndarray):
-    """An ndarray that counts the operations done on it (their results are Counted too)."""
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        _add(f'{ufunc.__name__}.{method}')
-        kwargs = {k: _plain(v) for k, v in kwargs.items()}
-        return _wrap(getattr(ufunc, method)(*_plain(inputs), **kwargs))
-
-    def __array_function__(self, func, types, args, kwargs):
-        _add(func.__name__)
-        return _wrap(func(*_plain(args), **{k: _plain(v) for k, v in kwargs.items()}))
-
-    argmin, argmax, mean = (_counted_method('argmin'), _counted_method('argmax'),
-                            _counted_method('mean'))
-
-    def astype(self, dtype, copy=True, **kwargs):
-        if copy or numpy.dtype(dtype) != self.dtype:
-            _add('astype')
-        return _wrap(self.view(numpy.ndarray).astype(dtype, copy=copy, **kwargs))
-
-    def __getitem__(self, index):
-        if any(isinstance(i, numpy.ndarray) for i in (index if isinstance(index, tuple)
-                                                       else (index,))):
-            _add('take')
-        return _wrap(self.view(numpy.ndarray)[_plain(index)])
-
-    def __setitem__(self, index, value):
-        _add('scatter')
-        self.view(numpy.ndarray)[_plain(index)] = _plain(value)
-
-
-class CountingNumpy:
-    """numpy as the fit's ``xp``: creation functions count and return Counted arrays."""
-
-    def __getattr__(self, name):
-        f = getattr(numpy, name)
-        if name in CREATION or name in ('empty', 'asarray'):
-            def create(*args, **kwargs):
-                if name == 'asarray' and isinstance(args[0], Counted):
-                    return args[0]
-                if name in CREATION:
-                    _add(name)
-                return _wrap(f(*_plain(args), **kwargs))
-            return create
-        return f
-
-
-def _counting(build):
-    def counted_build(*args, **kwargs):
-        kernel = build(*args, **kwargs)
-
-        def call(*a, **kw):
-            _add('kernel ' + kernel.name)
-            return _wrap(kernel(*_plain(a), **{k: _plain(v) for k, v in kw.items()}))
-        return call
-    return counted_build
-
-
-@contextlib.contextmanager
-def counting(use_kernels):
-    """Count the operations of the fit; the kernels (run by the CPU harness) or the xp path."""
-    sys.path.insert(0, os.path.join(ROOT, 'tests'))
-    import cuda_kernel_harness as harness
-    sys.path.remove(os.path.join(ROOT, 'tests'))
-    harness.require_cxx()
-    saved = (group_gmm.get_array_module, cuda.get_array_module, cuda.elementwise, cuda.reduce,
-             kernels.enabled)
-    group_gmm.get_array_module = cuda.get_array_module = lambda *a: CountingNumpy()
-    cuda.elementwise, cuda.reduce = _counting(harness.elementwise), _counting(harness.reduce)
-    kernels.enabled = lambda *arrays: use_kernels
-    _count.clear()
-    try:
-        yield _count
-    finally:
-        (group_gmm.get_array_module, cuda.get_array_module, cuda.elementwise, cuda.reduce,
-         kernels.enabled) = saved
-
-
-def counted(a):
-    return a.view(Counted)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when loaded by a test
+from launch_counting import counted, counting  # noqa: E402
 
 
 def sets(S, m, constant=0, seed=0):
@@ -180,7 +69,7 @@ def count_all(**sizes):
     for part, run in parts(**sizes).items():
         row = {}
         for use, label in ((False, 'xp'), (True, 'kernels')):
-            with counting(use) as count:
+            with counting(use, [group_gmm]) as count:
                 run()
                 row[label] = sum(count.values())
                 if use:

@@ -31,7 +31,7 @@ statistics are fixed: then no gradient flows through the statistics (as in
 Computation: on the CPU (and on the GPU with ``chainer.config.mixnorm_kernels = False``) every
 per-row quantity is an (m, K) x (K, C) product, so no (m, K, C) array is formed; the fused-ReLU
 path loops over K. Rows far off-centre are shifted by a per-channel constant before the sums of
-squares (training: the fit's centre, :func:`~mixnorm_chainer.gmm.centering_shift`; test mode:
+squares (training: the fit's centre, :func:`~mixnorm_chainer.reduction.centering_shift`; test mode:
 the queue's mixture mean), which leaves the transform unchanged and keeps float32 precise, and
 components far from that constant compared with their spread are computed centred on their own
 mean (:func:`~mixnorm_chainer.gaussian.far_components`). On the GPU the CUDA kernels of
@@ -48,7 +48,8 @@ from chainer.backend import get_array_module
 
 from mixnorm_chainer import kernels, options
 from mixnorm_chainer.gaussian import far_components
-from mixnorm_chainer.gmm import LOCAL, centering_shift, component_moments, magnitude_limit
+from mixnorm_chainer.gmm import component_moments, magnitude_limit
+from mixnorm_chainer.reduction import LOCAL, centering_shift
 
 #: Statistics of the components in the training transform: lambda (K,), mu (K, C), sigma^2 (K, C).
 ComponentStatistics = collections.namedtuple('ComponentStatistics',
@@ -110,8 +111,8 @@ def batch_statistics(X, nu, reduction=LOCAL, shift=AUTO):
     Args:
         X: rows (m, C) in the compute dtype, or on the GPU the kernels' (N, C, S) view.
         nu: responsibilities (m, K), in X's dtype.
-        reduction: :data:`~mixnorm_chainer.gmm.LOCAL` or a distributed reduction.
-        shift: :data:`AUTO` (:func:`~mixnorm_chainer.gmm.centering_shift` of X), None (no
+        reduction: :data:`~mixnorm_chainer.reduction.LOCAL` or a distributed reduction.
+        shift: :data:`AUTO` (:func:`~mixnorm_chainer.reduction.centering_shift` of X), None (no
             shift) or a (C,) array (the fit's :attr:`~mixnorm_chainer.GaussianMixture.center`).
 
     Returns:
@@ -168,11 +169,11 @@ class MixtureNormalizationFunction(function_node.FunctionNode):
             given as ``mu - shift`` (rows are shifted by ``shift``).
         rows: optional ``to_rows(x)`` in the compute dtype, if the caller already has it.
         shift: the per-channel centring constant (C,) of training mode: :data:`AUTO`
-            (:func:`~mixnorm_chainer.gmm.centering_shift` of the rows), None (no shift) or an
+            (:func:`~mixnorm_chainer.reduction.centering_shift` of the rows), None (no shift) or an
             array. The link passes its fit's :attr:`~mixnorm_chainer.GaussianMixture.center`.
             The transform does not depend on it, but ranks sharing statistics must use the
             same one.
-        reduction: :data:`~mixnorm_chainer.gmm.LOCAL`, or a distributed reduction
+        reduction: :data:`~mixnorm_chainer.reduction.LOCAL`, or a distributed reduction
             (:class:`mixnorm_chainer.multi_node.AllReduce`): the statistics of Eq. 35-36 are
             then those of the global batch, and so are the sums of the backward pass; the
             gamma/beta gradients stay this rank's contribution (their sum over ranks is the

@@ -4,12 +4,16 @@ One mixture per MN layer, joint over the D = C channels of the rows x_1..x_m of 
 (PAPER-NOTES 1): ``p(x) = sum_k lambda_k N(x | mu_k, diag(sigma_k^2))`` (Eq. 26-27), fitted as
 the paper does:
 
-1. k-means++ seeding with ``2 + int(log K)`` local trials per centre (Section 4.2),
+1. k-means++ seeding with ``2 + int(log K)`` local trials per centre (Section 4.2), or the
+   cheaper AFK-MC² seeding that Section 5.1 names (:func:`afkmc2`, ``init='afkmc2'``),
 2. ``kmeans_iters`` Lloyd k-means iterations,
 3. an M-step on the hard k-means assignment (initial lambda, mu, sigma^2),
 4. ``em_iters`` EM iterations, the E-step in the log domain (Eq. 31 via log-sum-exp),
 5. pruning (Section 5.3): components with lambda_k < ``min_weight`` are dropped and their
    rows re-assigned to the rest by one more E-step over the kept components and an M-step.
+
+A warm start (``init`` a mixture, e.g. the previous training step's) replaces steps 1-3: EM
+starts from that mixture (:mod:`mixnorm_chainer.warm_start` decides when a layer does this).
 
 The paper's "EM iter." is ``kmeans_iters + em_iters`` (PAPER-NOTES 2). ``sample_fraction`` < 1
 fits on a random subset of rows (Section 5.1: >= 25% is "sufficiently accurate").
@@ -19,14 +23,12 @@ The code is written once against ``xp`` (numpy or cupy). Random draws come from 
 GPU. The only host-device synchronization is the pruning decision (a K-vector to the host).
 The structure follows scikit-learn's ``mixture/_gaussian_mixture.py``: one function per step.
 
-Every quantity the fit needs from *all* rows is a sum over rows (k-means++ potentials, Lloyd
-centroid sums, the EM sufficient statistics ``sum nu``, ``sum nu x``, ``sum nu x^2``) or the
-row at a drawn index. Those few operations go through a ``reduction`` object:
-:class:`LocalReduction` (the default: all rows are in this process) or
-:class:`mixnorm_chainer.multi_node.AllReduce` (rows spread over MPI ranks; the sums are
-all-reduced, so every rank fits the mixture of the global batch).
+Every quantity the fit needs from *all* rows is a sum over rows, taken through a ``reduction``
+(:mod:`mixnorm_chainer.reduction`: all rows here, or spread over MPI ranks). The seedings live
+in :mod:`mixnorm_chainer.seeding`.
 """
 import math
+from collections import namedtuple
 
 import numpy
 from chainer.backend import get_array_module
@@ -34,6 +36,8 @@ from chainer.backends import cuda
 
 from mixnorm_chainer import kernels, options
 from mixnorm_chainer.gaussian import far_components, log_gaussian_prob, logsumexp, squared
+from mixnorm_chainer.reduction import LOCAL
+from mixnorm_chainer.seeding import afkmc2, kmeans_plusplus, squared_distances
 
 
 class GaussianMixture:
@@ -129,61 +133,9 @@ def _log(a):
         return xp.log(a)
 
 
-class LocalReduction:
-    """The rows of the batch are all in this process: sums over rows are local sums.
-
-    The interface :func:`fit_gmm` uses for every cross-row quantity (see
-    :class:`mixnorm_chainer.multi_node.AllReduce` for the distributed one):
-
-    * ``total(m)``: number of rows of the whole batch, given this process's ``m``;
-    * ``sum(*arrays)``: the sums over all processes of per-process partial sums;
-    * ``take(X, i)``: the row with batch index ``i``, shape (D,);
-    * ``candidates(X, closest, targets)``: k-means++ sampling, the rows at the first batch
-      index whose cumulative potential (``closest``, cumulated in float64) reaches each target;
-    * ``subset(X, ids)``: this process's rows among the sorted batch indices ``ids`` and the
-      reduction for that subset (Section 5.1 subsampling);
-    * ``shift(X)``: the centring constant of :func:`centering_shift` (or None).
-    """
-
-    def total(self, m):
-        return m
-
-    def sum(self, *arrays):
-        return arrays
-
-    def take(self, X, i):
-        return X[i]
-
-    def candidates(self, X, closest, targets):
-        xp = get_array_module(X)
-        cumulative = xp.cumsum(closest, dtype=numpy.float64)
-        ids = xp.minimum(xp.searchsorted(cumulative, targets), X.shape[0] - 1)
-        return X[ids]
-
-    def subset(self, X, ids):
-        xp = get_array_module(X)
-        return X[xp.asarray(ids)], self
-
-    def shift(self, X):
-        return centering_shift(X)
-
-
-LOCAL = LocalReduction()
-
-
 # Internally every per-row, per-component array is laid out (K, m): component-major, so the
 # reductions over the few components run over contiguous rows (numpy reduces a short last axis
 # slowly). The public methods return the (m, K) transposes.
-
-def squared_distances(X, centers, X_sq):
-    """``||x_i - c_k||^2`` as (K, m), via ``|x|^2 - 2 x.c + |c|^2``, clipped at 0."""
-    xp = get_array_module(X)
-    d2 = xp.ascontiguousarray((X @ centers.T).T)
-    d2 *= -2
-    d2 += X_sq[None, :]
-    d2 += (centers * centers).sum(axis=1)[:, None]
-    return xp.maximum(d2, 0, out=d2)
-
 
 def argmin_components(d):
     """``d.argmin(axis=0)`` for (K, m) d, as K - 1 elementwise passes; ties go to the lower k.
@@ -196,47 +148,6 @@ def argmin_components(d):
         best = xp.where(closer, d[k], best)
         labels = xp.where(closer, numpy.int32(k), labels)
     return labels
-
-
-def kmeans_plusplus(X, n_clusters, rng, X_sq=None, reduction=LOCAL):
-    """k-means++ seeding (Arthur & Vassilvitskii) with ``2 + int(log K)`` local trials.
-
-    The greedy variant of scikit-learn's ``_kmeans_plusplus``: each new centre is the best of
-    ``2 + int(log K)`` candidates sampled with probability proportional to the squared distance
-    to the nearest chosen centre (Section 4.2). Potentials are accumulated in float64 (as
-    scikit-learn's ``stable_cumsum``). Returns centres of shape (K, D).
-    """
-    xp = get_array_module(X)
-    m = reduction.total(X.shape[0])
-    if X_sq is None:
-        X_sq = (X * X) @ xp.ones(X.shape[1], X.dtype)
-    n_local_trials = 2 + int(math.log(n_clusters))
-    centers = xp.empty((n_clusters, X.shape[1]), dtype=X.dtype)
-    centers[0] = reduction.take(X, int(rng.integers(m)))
-    closest = _nearest_squared_distances(X, centers[:1], None, X_sq)[0]
-    potential, = reduction.sum(closest.sum(dtype=numpy.float64))
-    for c in range(1, n_clusters):
-        targets = xp.asarray(rng.random(n_local_trials)) * potential
-        candidates = reduction.candidates(X, closest, targets)
-        dist = _nearest_squared_distances(X, candidates, closest, X_sq)   # (trials, m)
-        candidate_potentials, = reduction.sum(dist.sum(axis=1, dtype=numpy.float64))
-        best = candidate_potentials.argmin()
-        potential = candidate_potentials[best]
-        closest = dist[best]
-        centers[c] = candidates[best]
-    return centers
-
-
-def _nearest_squared_distances(X, candidates, closest, X_sq):
-    """``min(closest, ||x - c_t||^2)`` (T, m) (``closest`` None: the distances themselves)."""
-    if kernels.enabled(X):
-        if closest is None:
-            closest = get_array_module(X).full(X.shape[0], numpy.inf, X.dtype)
-        return kernels.nearest_squared_distances(X, candidates, closest)
-    dist = squared_distances(X, candidates, X_sq)
-    if closest is not None:
-        get_array_module(X).minimum(closest[None, :], dist, out=dist)
-    return dist
 
 
 def one_hot(labels, n_classes, dtype):
@@ -355,36 +266,6 @@ def prune(X, X2, gmm_params, min_weight, reg_covar, reduction=LOCAL):
     return m_step(X, X2, xp.exp(log_resp), reg_covar, reduction)
 
 
-def centering_shift(X, max_rows=256, max_ratio=100.0):
-    """A per-channel constant to subtract from rows X before sums of squares, or None.
-
-    ``sum x^2 / n - mean^2`` in float32 loses about ``(1 + mean^2 / var) * eps`` of relative
-    precision. The shift is the mean of <= ``max_rows`` evenly spaced rows; on the CPU it is
-    applied only when some channel has ``mean^2 > max_ratio * var`` there (worst loss then
-    ~1e-5 relative), saving a full pass over the rows for typical, roughly centred
-    activations. On the GPU, where the pass is cheap and the test would cost a host sync,
-    it is always applied. Every computation it feeds is shift-invariant.
-
-    The fit computes it (through ``reduction.shift``; the distributed reduction takes the
-    global column mean instead) and keeps it as :attr:`GaussianMixture.center`, which the
-    transform then uses. X: rows (m, D), or the (N, D, S) view of N*S rows that the kernels
-    address (the same rows are sampled, without a transpose).
-    """
-    xp = get_array_module(X)
-    if X.ndim == 3:                       # rows r = n S + s of the (N, D, S) view
-        N, D, S = X.shape
-        r = xp.arange(0, N * S, max(1, N * S // max_rows))
-        sample = X[r // S, :, r % S]
-    else:
-        sample = X[::max(1, X.shape[0] // max_rows)]
-    # in the compute dtype: float16 activations are normalized in float32
-    shift = sample.mean(axis=0, dtype=numpy.float32 if X.dtype == numpy.float16 else X.dtype)
-    spread = sample.var(axis=0, dtype=shift.dtype)
-    if xp is numpy and bool((shift * shift <= max_ratio * spread).all()):
-        return None
-    return shift
-
-
 def magnitude_limit(dtype, m, D, reg_covar=None):
     """The largest |x| a fit of m rows of D channels handles in ``dtype`` without overflow.
 
@@ -445,15 +326,26 @@ def _check_rows(X):
 
 
 def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fraction=1.0,
-            min_weight=0.01, reg_covar=1e-6, check_finite=True, reduction=LOCAL):
+            min_weight=0.01, reg_covar=1e-6, check_finite=True, reduction=LOCAL,
+            init='kmeans++', chain_length=None, accept_start=None):
     """Fit a diagonal GMM to rows ``X`` (m, D) as Mixture Normalization does in training.
 
     Args:
         X: numpy or cupy array (m, D); float16 is fitted in float32.
         n_components: K before pruning.
-        kmeans_iters: Lloyd iterations after k-means++ seeding.
-        em_iters: EM iterations after the k-means initialization.
+        kmeans_iters: Lloyd iterations after the seeding (none after a warm start).
+        em_iters: EM iterations after the k-means initialization (or from the warm start).
             The paper's "EM iter." is ``kmeans_iters + em_iters``.
+        init: the seeding, ``'kmeans++'`` (the paper's, :func:`kmeans_plusplus`) or
+            ``'afkmc2'`` (:func:`afkmc2`); or a warm start: a :class:`GaussianMixture`, or
+            ``(weights (K',), means (K', D), variances (K', D))`` (numpy or on X's device,
+            any float dtype, uncentred), K' <= K, that EM starts from. A component of
+            weight 0 (pruned) takes no rows and is pruned again (``min_weight`` > 0). The
+            returned mixture of a warm start also carries ``start``, a :class:`StartInfo`.
+        chain_length: AFK-MC²'s chain length (None: :func:`chain_length_for`).
+        accept_start: for a warm start, None or a function of the :class:`StartInfo` that
+            says, after the first EM iteration, whether to go on; when it returns False the
+            fit stops there and ``fit_gmm`` returns None (the caller reseeds).
         seed: int, a ``numpy.random.Generator``, or None (a stream seeded from numpy's
             global random state: :func:`random_generator`); draws happen on the host.
         sample_fraction: fit on ``ceil(sample_fraction * m)`` random rows (at least K).
@@ -478,6 +370,17 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
         options.check_all(n_components=n_components, kmeans_iters=kmeans_iters,
                           em_iters=em_iters, sample_fraction=sample_fraction,
                           min_weight=min_weight, reg_covar=reg_covar).values()
+    start = None
+    if isinstance(init, str):
+        options.check('init', init, 'fit_gmm init')
+        if init == 'previous':
+            raise ValueError("fit_gmm init must be 'kmeans++', 'afkmc2' or a mixture to start "
+                             "from; got 'previous' (a layer option: the layer passes the "
+                             "previous mixture)")
+    else:
+        start = _start_mixture(init, X.shape[1], n_components)
+    if chain_length is not None:
+        chain_length = options.check('chain_length', chain_length)
     if X.dtype == numpy.float16:
         X = X.astype(numpy.float32)
     if check_finite:
@@ -498,11 +401,14 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
     X2 = X * X
     X_sq = X2 @ xp.ones(X.shape[1], X.dtype)      # row norms as a BLAS product (fast)
 
-    centers = kmeans_plusplus(X, n_components, rng, X_sq, reduction)
-    for _ in range(kmeans_iters):
-        centers = kmeans_step(X, centers, X_sq, reduction)
-    resp = one_hot(kmeans_assign(X, centers, X_sq), n_components, X.dtype)
-    params = m_step(X, X2, resp, reg_covar, reduction)
+    if start is None:
+        params = seeded_start(X, X2, X_sq, n_components, rng, init, chain_length, kmeans_iters,
+                              reg_covar, reduction)
+    else:
+        params, start_info = warm_start_em(X, X2, start, shift, reg_covar, reduction, em_iters)
+        if accept_start is not None and not accept_start(start_info):
+            return None
+        em_iters = max(em_iters - 1, 0)
     for _ in range(em_iters):
         log_resp, _ = e_step(X, *params, X2=X2)
         params = m_step(X, X2, xp.exp(log_resp), reg_covar, reduction)
@@ -510,5 +416,84 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
         params = prune(X, X2, params, min_weight, reg_covar, reduction)
     weights, means, variances = params
     if shift is None:
-        return GaussianMixture(weights, means, variances)
-    return GaussianMixture.from_centred(weights, means, variances, shift)
+        gmm = GaussianMixture(weights, means, variances)
+    else:
+        gmm = GaussianMixture.from_centred(weights, means, variances, shift)
+    if start is not None:
+        gmm.start = start_info
+    return gmm
+
+
+def seeded_start(X, X2, X_sq, n_components, rng, init, chain_length, kmeans_iters, reg_covar,
+                 reduction=LOCAL):
+    """Steps 1-3 of the fit: seeding (``init``), ``kmeans_iters`` Lloyd iterations, and the
+    M-step on the hard assignment; returns (lambda, mu, sigma^2) of the centred rows."""
+    if init == 'afkmc2':
+        centers = afkmc2(X, n_components, rng, chain_length, X_sq, reduction)
+    else:
+        centers = kmeans_plusplus(X, n_components, rng, X_sq, reduction)
+    for _ in range(kmeans_iters):
+        centers = kmeans_step(X, centers, X_sq, reduction)
+    resp = one_hot(kmeans_assign(X, centers, X_sq), n_components, X.dtype)
+    return m_step(X, X2, resp, reg_covar, reduction)
+
+
+class StartInfo(namedtuple('StartInfo', 'score weights live')):
+    """How a warm start's mixture fits the batch, from the first EM iteration (host values):
+
+    * ``score``: the batch's mean log-likelihood per row under the starting mixture;
+    * ``weights``: the weights after the first M-step, the share of the batch each starting
+      component explains (the start's own weights when no EM iteration runs);
+    * ``live``: how many of the start's components have weight > 0 (K minus the pruned).
+    """
+
+
+def warm_start_em(X, X2, start, shift, reg_covar, reduction=LOCAL, em_iters=1):
+    """The first EM iteration from a given mixture ``start`` (float64 ``(lambda, mu,
+    sigma^2)``, uncentred, on X's device or the host): its E-step on the centred rows and,
+    when ``em_iters`` > 0, the M-step. Returns ``(params, StartInfo)``: the parameters (``start``
+    in the rows' coordinates and dtype when ``em_iters`` is 0) and what the reseeding decision
+    needs, from all-reduced sums (every rank of a distributed fit gets the same values), in one
+    host transfer."""
+    xp = get_array_module(X)
+    weights, means, variances = (xp.asarray(a, dtype=numpy.float64) for a in start)
+    if shift is not None:
+        means = means - shift.astype(numpy.float64)
+    params = (weights.astype(X.dtype), means.astype(X.dtype), variances.astype(X.dtype))
+    log_resp, log_norm = e_step(X, *params, X2=X2)
+    if em_iters > 0:
+        params = m_step(X, X2, xp.exp(log_resp), reg_covar, reduction)
+    local = xp.concatenate([log_norm.sum(dtype=numpy.float64)[None],
+                            params[0].astype(numpy.float64)])
+    total, = reduction.sum(local)
+    host = cuda.to_cpu(xp.concatenate([total, weights]))
+    K = params[0].shape[0]
+    after = host[1:K + 1]                     # summed over ranks when distributed
+    return params, StartInfo(float(host[0]) / reduction.total(X.shape[0]),
+                             after / after.sum(), int((host[K + 1:2 * K + 1] > 0).sum()))
+
+
+def _start_mixture(init, dim, n_components):
+    """``init`` (a GaussianMixture or a (weights, means, variances) triple), unchanged; a
+    one-line ValueError when the shapes do not fit or, for numpy arrays, the values (a
+    mixture on the GPU, as the layer's queue holds, is not read back to the host here)."""
+    if isinstance(init, GaussianMixture):
+        init = (init.weights, init.means64, init.variances)
+    try:
+        weights, means, variances = init
+        shapes = [a.shape for a in (weights, means, variances)]
+    except (TypeError, ValueError, AttributeError):
+        raise ValueError("fit_gmm init must be 'kmeans++', 'afkmc2', a GaussianMixture or a "
+                         f"(weights, means, variances) triple of arrays; got "
+                         f"{type(init).__name__}") from None
+    K = shapes[0][0] if len(shapes[0]) == 1 else -1
+    if not (1 <= K <= n_components and shapes[1] == shapes[2] == (K, dim)):
+        raise ValueError(f'fit_gmm init: a mixture of 1..{n_components} components over {dim} '
+                         f'channels is needed; got weights {shapes[0]}, means {shapes[1]}, '
+                         f'variances {shapes[2]}')
+    if all(get_array_module(a) is numpy for a in (weights, means, variances)) and not (
+            numpy.isfinite(means).all() and numpy.isfinite(variances).all() and
+            (variances > 0).all() and (weights >= 0).all() and weights.sum() > 0):
+        raise ValueError('fit_gmm init: the starting mixture needs finite means, variances > 0 '
+                         'and weights >= 0 that are not all 0')
+    return weights, means, variances

@@ -5,6 +5,7 @@ graph (:func:`mixnorm_chainer.fit_gmm`: k-means++, k-means, EM, pruning), normal
 responsibilities (Eq. 34-36) and push both mixtures onto the queue.
 Test mode: Eq. 38-39 over the queue (:mod:`mixnorm_chainer.queue`).
 """
+import copy
 import warnings
 
 import chainer
@@ -17,10 +18,12 @@ from mixnorm_chainer.functions import (
     compute_dtype,
     to_rows,
 )
-from mixnorm_chainer.gmm import LOCAL, fit_gmm, random_generator, rows_problem, uncentred
+from mixnorm_chainer.gmm import fit_gmm, random_generator, rows_problem, uncentred
 from mixnorm_chainer.link_state import SkipMissing, add_scale_shift, scale_shift, serialize_json
 from mixnorm_chainer.pool import RowPool
 from mixnorm_chainer.queue import ParameterQueue, queue_normalization
+from mixnorm_chainer.reduction import LOCAL
+from mixnorm_chainer.warm_start import WarmStart
 
 
 class MixtureNormalization(chainer.Link):
@@ -59,6 +62,16 @@ class MixtureNormalization(chainer.Link):
             paper's first inference strategy (``pool``, a :class:`~mixnorm_chainer.pool.RowPool`
             of the last T batches' rows, chosen without random draws, so training is unchanged
             by it; memory ``queue_length * pool_rows * size * 4`` bytes).
+        init: where each training step's fit starts: ``'kmeans++'`` (default, the paper's
+            seeding), ``'afkmc2'`` (the AFK-MC² seeding Section 5.1 names,
+            :func:`~mixnorm_chainer.seeding.afkmc2`), or ``'previous'``: EM starts from the
+            previous step's fitted mixture (``em_iters`` EM iterations, no seeding or
+            k-means), reseeding with k-means++ where :mod:`mixnorm_chainer.warm_start`'s rule
+            says (``warm_start.state`` counts the decisions).
+        chain_length: AFK-MC²'s chain length (None: Section 5.1's ``K ln^2(m) ln K``).
+        reseed_every, reseed_drop: the warm start's reseeding rule: every that many steps (0:
+            never for that reason), and when the batch's mean log-likelihood per channel under
+            the previous mixture drops this many nats below its running average.
 
     ``queue`` is the :class:`~mixnorm_chainer.queue.ParameterQueue` of the last T training
     steps' mixtures (Eq. 38). After a training step, ``last_fit`` is the fitted
@@ -79,14 +92,16 @@ class MixtureNormalization(chainer.Link):
 
     _option_names = ('size', 'n_components', 'em_iters', 'kmeans_iters', 'eps', 'queue_length',
                      'queue_decay', 'min_weight', 'sample_fraction', 'activation', 'affine',
-                     'inference', 'reg_covar', 'pool_rows')
+                     'inference', 'reg_covar', 'pool_rows', 'init', 'chain_length',
+                     'reseed_every', 'reseed_drop')
     _shape_options = ('size', 'n_components', 'queue_length')
 
     def __init__(self, size, n_components=3, em_iters=2, eps=2e-5, queue_length=10,
                  queue_decay=0.9, min_weight=0.01, sample_fraction=1.0, dtype=None,
                  use_gamma=True, use_beta=True, initial_gamma=None, initial_beta=None,
                  activation=None, affine='output', inference='consistent', reg_covar=1e-6,
-                 seed=None, kmeans_iters=None, pool_rows=0):
+                 seed=None, kmeans_iters=None, pool_rows=0, init='kmeans++', chain_length=None,
+                 reseed_every=0, reseed_drop=0.5):
         super().__init__()
         self.size, self.n_components, self.queue_length = options.check_all(
             size=size, n_components=n_components, queue_length=queue_length).values()
@@ -95,7 +110,8 @@ class MixtureNormalization(chainer.Link):
                                queue_decay=queue_decay, min_weight=min_weight,
                                sample_fraction=sample_fraction, activation=activation,
                                affine=affine, inference=inference, reg_covar=reg_covar,
-                               pool_rows=pool_rows))
+                               pool_rows=pool_rows, init=init, chain_length=chain_length,
+                               reseed_every=reseed_every, reseed_drop=reseed_drop))
         self._rng = random_generator(seed)
         # Under chainer.mixed16 parameters and statistics stay float32, as in L.BatchNormalization
         self._dtype = chainer.get_dtype(dtype, map_mixed16=numpy.float32)
@@ -115,6 +131,17 @@ class MixtureNormalization(chainer.Link):
         self.__dict__.update(options.check_all(**{name: opts[name] for name in (
             'eps', 'queue_decay', 'min_weight', 'sample_fraction', 'activation', 'affine',
             'inference', 'reg_covar')}))
+        # older snapshots have no init options: the paper's seeding
+        self.init = options.check('init', opts.get('init', 'kmeans++'))
+        chain = opts.get('chain_length')
+        self.chain_length = None if chain is None else options.check('chain_length', chain)
+        self.reseed_every = options.check('reseed_every', opts.get('reseed_every', 0))
+        self.reseed_drop = options.check('reseed_drop', opts.get('reseed_drop', 0.5))
+        if not hasattr(self, 'warm_start'):
+            self.warm_start = WarmStart()
+        self.warm_start.reseed_every, self.warm_start.reseed_drop = \
+            self.reseed_every, self.reseed_drop
+        self.warm_start.min_weight = self.min_weight
         # a snapshot without pool_rows (before the pool) keeps the link's own (empty) pool
         pool_rows = opts.get('pool_rows', self.pool_rows if hasattr(self, 'pool') else 0)
         if not hasattr(self, 'pool') or options.check('pool_rows', pool_rows) != self.pool_rows:
@@ -146,9 +173,15 @@ class MixtureNormalization(chainer.Link):
         if rng_state is not None:
             self._rng.bit_generator.state = rng_state
         if isinstance(serializer, chainer.Deserializer):
-            # snapshots of 0.1 have no fitted mixtures, older ones and pool_rows=0 no pool
+            # snapshots of 0.1 have no fitted mixtures, older ones and pool_rows=0 no pool,
+            # those before the init option no warm-start state
             optional = ['queue_' + name for name in ParameterQueue.ARRAYS if 'fit_' in name]
-            serializer = SkipMissing(serializer, optional + list(RowPool.KEYS.values()))
+            serializer = SkipMissing(serializer, optional + list(RowPool.KEYS.values()) +
+                                     ['mn_init_state'])
+        # the warm start's decisions so far (a resumed run decides as the uninterrupted one)
+        init_state = serialize_json(serializer, 'mn_init_state', self.warm_start.state)
+        if init_state is not None:
+            self.warm_start.state = init_state
         self.queue.serialize(serializer)
         self.pool.serialize(serializer)
         if isinstance(serializer, SkipMissing) and self.queue.count and \
@@ -174,6 +207,7 @@ class MixtureNormalization(chainer.Link):
                 state = {}
                 other.serialize(chainer.serializers.DictionarySerializer(state))
                 mine.serialize(chainer.serializers.NpzDeserializer(state))
+            self.warm_start.state = copy.deepcopy(link.warm_start.state)
 
     @property
     def n_effective_components(self):
@@ -210,10 +244,7 @@ class MixtureNormalization(chainer.Link):
         if recomputing:                   # F.forget's backward: the forward pass's mixture
             gmm = self._forgotten.take(rows)
         else:
-            gmm = fit_gmm(rows, self.n_components, kmeans_iters=self.kmeans_iters,
-                          em_iters=self.gmm_em_iters, seed=self._rng,
-                          sample_fraction=self.sample_fraction, min_weight=self.min_weight,
-                          reg_covar=self.reg_covar, check_finite=False, reduction=reduction)
+            gmm = self._fit(rows, reduction)
         node = MixtureNormalizationFunction(
             gmm.responsibilities(rows), self.eps, self.affine, self.activation, rows=rows,
             shift=gmm.center, reduction=reduction)
@@ -228,6 +259,26 @@ class MixtureNormalization(chainer.Link):
         if self.pool_rows:
             self.pool.push(rows)
         return y
+
+    def _fit(self, rows, reduction):
+        """This training step's mixture: seeded as ``init`` says, or warm-started from the
+        previous step's (:class:`~mixnorm_chainer.warm_start.WarmStart`)."""
+        common = dict(seed=self._rng, sample_fraction=self.sample_fraction,
+                      min_weight=self.min_weight, reg_covar=self.reg_covar, check_finite=False,
+                      reduction=reduction, chain_length=self.chain_length)
+
+        def fit(init, accept=None):
+            if isinstance(init, str):
+                return fit_gmm(rows, self.n_components, kmeans_iters=self.kmeans_iters,
+                               em_iters=self.gmm_em_iters,
+                               init='kmeans++' if init == 'seed' else init, **common)
+            return fit_gmm(rows, self.n_components, em_iters=self.em_iters, init=init,
+                           accept_start=accept, **common)
+
+        if self.init != 'previous':
+            return fit(self.init)
+        return self.warm_start.fit(fit, self.queue.newest_fit(), rows.shape[1],
+                                   self.n_components)
 
 
 class ForgottenFits:

@@ -67,7 +67,7 @@ class CommunicationLog:
 class AllReduce:
     """The rows of a batch spread over the ranks of a ChainerMN communicator.
 
-    Implements the ``reduction`` interface of :class:`mixnorm_chainer.gmm.LocalReduction`:
+    Implements the ``reduction`` interface of :class:`mixnorm_chainer.reduction.LocalReduction`:
     sums over rows become MPI all-reduces. Build it with :meth:`agree`, a collective every rank
     calls with its row count (and its input error, if any).
 

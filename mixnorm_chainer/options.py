@@ -16,6 +16,9 @@ AFFINE_PLACEMENTS = ('output', 'statistics')
 ACTIVATIONS = (None, 'relu')
 #: test mode: Eq. 38 with 1/sqrt(lambda) (``'consistent'``) or as printed, 1/sqrt(tau lambda)
 INFERENCE_FORMS = ('consistent', 'printed')
+#: where each training step's fit starts: the paper's k-means++ seeding, the AFK-MC² seeding
+#: (Section 5.1), or the previous step's mixture (a warm start, :mod:`mixnorm_chainer.warm_start`)
+INITS = ('kmeans++', 'afkmc2', 'previous')
 #: ``initial_gamma`` values that depend on K (the DenseNet settings: docs/training-speed.md)
 GAMMA_RULES = {'1/sqrt(K)': lambda K: 1.0 / K ** 0.5}
 
@@ -51,6 +54,9 @@ RULES = {
     'em_iters': _integer(0),
     'kmeans_iters': _integer(0),
     'pool_rows': _integer(0),
+    'chain_length': _integer(1),
+    'reseed_every': _integer(0),
+    'reseed_drop': (_positive, '> 0 (nats per channel)', float),
     'eps': (_positive, '> 0', float),
     'reg_covar': (_positive, '> 0 (the variance floor)', float),
     'queue_decay': _interval(0, 1, False, True),
@@ -59,12 +65,16 @@ RULES = {
     'affine': _choice(AFFINE_PLACEMENTS),
     'activation': _choice(ACTIVATIONS),
     'inference': _choice(INFERENCE_FORMS),
+    'init': _choice(INITS),
 }
 
 #: what some options are, for their error messages
 NOTES = {
     'pool_rows': ' (rows of each training batch kept for the pool strategy; 0: no pool)',
     'inference': ' (the form of Eq. 38 in test mode)',
+    'init': ' (where each training fit starts)',
+    'chain_length': " (AFK-MC²'s Markov chain per centre)",
+    'reseed_every': ' (0: only when the rule asks)',
 }
 
 

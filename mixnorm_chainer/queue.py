@@ -115,6 +115,14 @@ class ParameterQueue:
                 q[-1, :new.shape[0]] = new
         self.count = min(self.count + 1, self.length)
 
+    def newest_fit(self):
+        """Copies of the newest entry's fitted GMM, ``(weights (K,), means (K, C), variances
+        (K, C))`` in float64 where the queue is (pruned components with weight 0), or None when
+        empty: where a warm-started fit starts (:mod:`mixnorm_chainer.warm_start`)."""
+        if self.count == 0:
+            return None
+        return tuple(getattr(self, 'fit_' + part)[-1].copy() for part in _PARTS)
+
     def clear(self):
         """Empty the queue (test mode then refuses to run until the next push)."""
         for name in self.ARRAYS:
@@ -131,6 +139,32 @@ class ParameterQueue:
         """Move the arrays with the link (``to_device``, ``to_gpu``)."""
         for name in self.ARRAYS:
             setattr(self, name, visitor.visit_array(getattr(self, name)))
+
+
+def aligned_mixture(weights, means, variances, n_present, decay):
+    """The queue's newest ``n_present`` mixtures averaged component by component: one mixture.
+
+    For queues whose entries line up (component k of every entry describes the same mode, as
+    warm-started fits keep them, :mod:`mixnorm_chainer.warm_start`), slot k's components are
+    merged by moment matching with the decay weights tau of Eq. 39:
+    ``lambda_k = sum_t tau_t lambda_k^t``, ``mu_k = sum_t tau_t lambda_k^t mu_k^t / lambda_k``,
+    ``sigma_k^2 = sum_t tau_t lambda_k^t (sigma_k^t^2 + (mu_k^t - mu_k)^2) / lambda_k``.
+    Returns ``(lambda (1, K), mu (1, K, C), sigma^2 (1, K, C))``, a queue of one entry; a slot
+    with no mass in any entry gets weight 0, mean 0, variance 1. Used for the test-mode
+    strategy 'aligned' (:mod:`mixnorm_chainer.reproduce.inference`) instead of Eq. 38's mixture
+    of all T*K components; on queues that do not line up it mixes unrelated components."""
+    xp = get_array_module(weights)
+    T = weights.shape[0]
+    tau = xp.asarray(decay_weights(n_present, T, decay), dtype=weights.dtype)
+    lam, mu, var = weights[T - n_present:], means[T - n_present:], variances[T - n_present:]
+    mass = tau[:, None] * lam                                      # (T', K)
+    total = mass.sum(axis=0)
+    share = mass / xp.where(total > 0, total, 1)[None, :]
+    merged_mu = (share[:, :, None] * mu).sum(axis=0)
+    merged_var = (share[:, :, None] * (var + (mu - merged_mu[None]) ** 2)).sum(axis=0)
+    empty = (total <= 0)[:, None]
+    return (total[None], xp.where(empty, 0, merged_mu)[None],
+            xp.where(empty, 1, merged_var)[None])
 
 
 def queue_components(weights, means, variances, n_present):

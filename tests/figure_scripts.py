@@ -1,6 +1,5 @@
 """Import a ``figures/figureN.py`` script as a module (the scripts are not a package), and
 fabricate the run folders the figure scripts read."""
-import importlib.util
 import json
 import os
 
@@ -8,17 +7,14 @@ import numpy
 
 from mixnorm_chainer.reproduce import registry
 
+import script_loader
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_script(n):
     """The module ``figures/figure{n}.py``."""
-    name = 'figure{}'.format(n)
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'figures',
-                                                                     name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_loader.load_script('figures/figure{}.py'.format(n))
 
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'

@@ -6,7 +6,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from mixnorm_chainer import GaussianMixture, fit_gmm
-from mixnorm_chainer.gmm import kmeans_plusplus
+from mixnorm_chainer.seeding import kmeans_plusplus
 
 from reference import diag_gmm_log_likelihood
 

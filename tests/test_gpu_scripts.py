@@ -35,6 +35,7 @@ def test_gpu_check_dry_run(tmp_path):
 def test_bench_gpu_dry_run(tmp_path):
     out, report = run_script('bench_gpu', tmp_path)
     assert len(report['layers']) == 4 and report['em']['ms'] > 0
+    assert [r['init'] for r in report['inits']] == ['kmeans++', 'afkmc2', 'previous']
     assert report['table7']['mn_over_bn']
 
 

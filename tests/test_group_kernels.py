@@ -7,8 +7,6 @@ As in tests/test_kernels.py: the harness compiles the kernel strings the package
 kernel path on the CPU. Each kernel is compared with the xp path (the reference) and with a
 computation written here; the sets include pruned components, ties and constant sets.
 """
-import importlib.util
-import os
 
 import chainer
 import chainer.functions as F
@@ -21,6 +19,7 @@ from mixnorm_chainer.kernels import group as group_kernels
 from mixnorm_chainer.kernels import self_check
 
 import cuda_kernel_harness as harness
+from script_loader import load_script
 
 GROUP_KERNELS = {'mixnorm_set_assign', 'mixnorm_set_label_sums', 'mixnorm_set_e_step',
                  'mixnorm_set_moments'}
@@ -228,11 +227,7 @@ def test_launch_count_script():
     """experiments/group_launch_count.py (docs/gpu.md): the kernel path launches fewer kernels
     in every part of the fit, and exactly these CUDA kernels."""
     harness.require_cxx()
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'experiments',
-                        'group_launch_count.py')
-    spec = importlib.util.spec_from_file_location('group_launch_count', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script('experiments/group_launch_count.py')
     table = script.count_all(S=6, m=40, K=3)
     assert all(row['kernels'] < row['xp'] for row in table.values()), table
     assert [row['kernel calls'] for row in table.values()] == [

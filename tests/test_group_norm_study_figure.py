@@ -1,5 +1,4 @@
 """figures/group_norm_study.py (the small-batch study's figure) on fabricated run folders."""
-import importlib.util
 import json
 import os
 
@@ -7,17 +6,14 @@ import pytest
 
 from mixnorm_chainer.reproduce import seeds
 
-from figure_scripts import ROOT, check_png, make_run
+from figure_scripts import check_png, make_run
+from script_loader import load_script
 
 ROWS = ('cnn-c10-BN-2', 'cnn-c10-MN-2', 'cnn-c10-GN-2', 'cnn-c10-MGN1-2', 'cnn-c10-MGN-2')
 
 
 def load_study_script():
-    path = os.path.join(ROOT, 'figures', 'group_norm_study.py')
-    spec = importlib.util.spec_from_file_location('group_norm_study', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('figures/group_norm_study.py')
 
 
 def make_study_run(root, name, batch, seed, epochs=3, error=20.0):

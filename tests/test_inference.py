@@ -18,6 +18,7 @@ from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.models import CifarCNN
 from mixnorm_chainer.models.cifar_cnn import LAYERS
 from mixnorm_chainer.pool import pool_indices, pool_memory_bytes
+from mixnorm_chainer.queue import aligned_mixture
 from mixnorm_chainer.reproduce import inference, refit, runfolder
 
 C = 4
@@ -392,7 +393,14 @@ def test_evaluate_strategies_leaves_the_model_unchanged(classifier):
     work = copy.deepcopy(before)
     inference.recompute(work, train_batches[:2])
     assert inference.evaluate(work, test)['loss'] == results['recompute']['loss']
-    assert len({results[s]['loss'] for s in inference.STRATEGIES}) == 5   # five different
+    # 'aligned': the queue averaged slot by slot (queue.aligned_mixture) as the only entry
+    work = copy.deepcopy(before)
+    link = work.predictor.conv3_norm
+    merged = [aligned_mixture(*m, link.queue.count, link.queue_decay)
+              for m in (link.queue.fit, link.queue.statistics)]
+    refit.store_mixture(link, *[tuple(a[0] for a in m) for m in merged])
+    assert inference.evaluate(work, test)['loss'] == results['aligned']['loss']
+    assert len({results[s]['loss'] for s in inference.STRATEGIES}) == 6   # six different
 
 
 def test_train_mode_strategy_runs_the_mn_layers_in_training_mode(classifier):
@@ -505,13 +513,13 @@ def test_cli_evaluate_prints_a_table_and_json(run_folder, tmp_path, capsys):
     assert lines[0].split() == ['run', 'seed'] + list(inference.STRATEGIES)
     mn_row, bn_row = lines[1].split(), lines[2].split()
     assert mn_row[:2] == [run_folder, '0'] and mn_row[4] == '-'         # no pool in this run
-    assert bn_row[:2] == [bn, '0'] and bn_row[3:] == ['-'] * 4
+    assert bn_row[:2] == [bn, '0'] and bn_row[3:] == ['-'] * 5
     assert lines[3:] == [
         '-  {}: pool does not apply (no row pool: conv3_norm built with pool_rows=0 (train '
         'with --mn-option pool_rows=N))'.format(run_folder),
         "-  {}: a BN model; its queue column is BN's test mode (running averages)".format(bn),
-        '-  {}: printed, pool, recompute, train-mode do not apply (the model has no MN '
-        'layers)'.format(bn)]
+        '-  {}: printed, pool, recompute, train-mode, aligned do not apply (the model has no '
+        'MN layers)'.format(bn)]
     with open(path) as f:
         results = json.load(f)
     # the rebuilt model's queue accuracy is the trainer's own evaluation of the snapshot

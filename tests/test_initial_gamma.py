@@ -9,6 +9,8 @@ import pytest
 from mixnorm_chainer import MixtureNormalization, mixture_normalization
 from mixnorm_chainer.models import DenseNet
 
+from script_loader import load_script
+
 C = 4
 RULE = '1/sqrt(K)'
 
@@ -99,13 +101,7 @@ def test_densenet_passes_the_rule_to_its_mn_layers_only():
 def test_densenet_nag_check_script_runs_and_reports_the_output_scale(capsys):
     """The experiment script on a tiny DenseNet: its tables hold E[y^2] ~ K for MN with the
     default gamma and ~1 with 1/sqrt(K) (the numbers docs/training-speed.md quotes)."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        'experiments', 'densenet_nag_check.py')
-    spec = importlib.util.spec_from_file_location('densenet_nag_check', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script('experiments/densenet_nag_check.py')
     script.main(['--depth', '7', '--size', '8', '--steps', '2', '--seeds', '0',
                  '--variants', 'bn,final5,final5g'])
     out = capsys.readouterr().out
@@ -123,13 +119,7 @@ def test_densenet_nag_check_script_runs_and_reports_the_output_scale(capsys):
 def test_nag_check_script_on_the_table6_inception_rows(capsys):
     """``--model inception``: the registry's Table 6 rows; E[y^2] at the MN positions is ~1 for
     BN and between 1 and K=5 for MN with gamma 1 (K_eff per layer)."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        'experiments', 'densenet_nag_check.py')
-    spec = importlib.util.spec_from_file_location('densenet_nag_check', path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script('experiments/densenet_nag_check.py')
     script.main(['--model', 'inception', '--size', '16', '--steps', '1', '--seeds', '0',
                  '--variants', 'bn,table6'])
     out = capsys.readouterr().out

@@ -62,7 +62,7 @@ def test_synchronized_layer_equals_single_process(tmp_path, ranks):
     report = json.loads(report_path.read_text())
     assert report['size'] == ranks
     assert report['failures'] == []
-    assert len(report['cases']) == 6
+    assert len(report['cases']) == 8
     for name, case in report['cases'].items():
         assert case['max_error'] <= 1e-9, name
         assert len(case['rows_per_rank']) == ranks and min(case['rows_per_rank']) >= 1

@@ -12,6 +12,8 @@ import pytest
 
 from mixnorm_chainer.reproduce import registry, runfolder, runner, training
 
+from script_loader import load_script
+
 TINY = ['--dataset', 'digits', '--input-size', '8', '--train-limit', '64', '--test-limit', '32',
         '--batch-size', '16', '--no-progress']          # 4 iterations per epoch
 
@@ -138,6 +140,34 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(kind, tmp_path
     assert_same_runs(out, ref, 4)
     lrs = [e['lr'] for e in read_log(ref)]
     assert len(set(lrs)) > 1                       # the policy dropped the lr within the run
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('no_plots')
+def test_a_warm_started_run_resumes_bit_identical(tmp_path, capsys):
+    """--mn-option init=previous (warm-started EM, issue 24): interrupted mid-epoch and resumed,
+    the run equals the uninterrupted one bit for bit; the snapshot holds the warm start's
+    decisions over the 16 steps (measured: 11 warm, 5 reseeded: first, every x2, collapse x2)."""
+    argv = ['run', 'cnn-c10-MN-2', '--epochs', '4', '--mn-option', 'init=previous',
+            '--mn-option', 'reseed_every=5'] + TINY
+    ref = str(tmp_path / 'ref')
+    training.run(parse(argv + ['--out', ref]))
+    out = str(tmp_path / 'run')
+    with pytest.raises(Interrupt):
+        training.run(parse(argv + ['--out', out]),
+                     extra_extensions=[(crash_at(14), (1, 'iteration'))])
+    training.run(parse(argv + ['--out', out, '--resume']))
+    assert_same_runs(out, ref, 4)
+    with numpy.load(os.path.join(ref, 'snapshot_epoch_4')) as z:
+        key, = [k for k in z.files if k.endswith('conv3_norm/mn_init_state')]
+        state = json.loads(z[key].tobytes().decode())
+    assert state['reseeds']['first'] == 1 and state['reseeds']['every'] >= 2
+    assert state['warm'] + sum(state['reseeds'].values()) == 16
+    # experiments/seeding_reseeds.py prints the same counts
+    assert load_script('experiments/seeding_reseeds.py').main([ref]) == 0
+    line, = [row for row in capsys.readouterr().out.splitlines() if 'conv3_norm' in row]
+    assert line.split()[-7:] == [str(state['warm']), str(sum(state['reseeds'].values()))] + [
+        str(state['reseeds'][r]) for r in ('first', 'every', 'pruned', 'collapse', 'drop')]
 
 
 @pytest.mark.slow

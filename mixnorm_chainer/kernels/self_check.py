@@ -4,7 +4,7 @@ import chainer
 import numpy
 from chainer.backends import cuda
 
-from mixnorm_chainer import functions, gmm, group_gmm, queue
+from mixnorm_chainer import functions, gmm, group_gmm, queue, seeding
 from mixnorm_chainer.kernels import (
     e_step,
     group,
@@ -58,7 +58,7 @@ def check(xp, seed=0):
         X = xp.asarray(rng.normal(size=(200, 5)) + rng.integers(0, 3, size=(200, 1)) * 3,
                        dtype)
         centers = X[:3].copy()
-        d2 = gmm.squared_distances(X, centers, (X * X).sum(axis=1))
+        d2 = seeding.squared_distances(X, centers, (X * X).sum(axis=1))
         record('kmeans_assign', kmeans_assign(X, centers), d2.argmin(axis=0))
         closest = xp.asarray(rng.uniform(0, 50, size=200), dtype)
         record('nearest_squared_distances', nearest_squared_distances(X, centers, closest),

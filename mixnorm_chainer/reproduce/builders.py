@@ -29,7 +29,23 @@ MN_OPTIONS = {
                   lambda v: _choice(v, layer_options.INFERENCE_FORMS)),
     'pool_rows': ('rows of each of the last T training batches kept for the pool strategy '
                   '(default 0: none)', lambda v: _integer(v, 0)),
+    'init': ("'kmeans++' (default), 'afkmc2' (Section 5.1's MCMC seeding) or 'previous' (EM "
+             "warm-started from the previous step's mixture)",
+             lambda v: _choice(v, layer_options.INITS)),
+    'chain_length': ("AFK-MC²'s chain length (default K ln^2(m) ln K)",
+                     lambda v: _integer(v, 1)),
+    'reseed_every': ("with init=previous, reseed every that many steps (default 0: only by "
+                     "the rule)", lambda v: _integer(v, 0)),
+    'reseed_drop': ("with init=previous, reseed when the batch's log-likelihood per channel "
+                    "drops this many nats (default 0.5)", lambda v: _positive_number(v)),
 }
+
+
+def _positive_number(value):
+    number = _number(value)
+    if number <= 0:
+        raise ValueError('a number > 0')
+    return number
 
 
 def _choice(value, choices):

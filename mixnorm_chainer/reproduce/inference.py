@@ -16,6 +16,10 @@ The strategies compared by :func:`evaluate_strategies` (and ``mixnorm-exp evalua
   queue's only entry.
 * ``'recompute'``: like "precise BN": with the final weights, forward N training batches in
   test mode, fit each MN layer's mixture to its inputs and store it (:func:`recompute`).
+* ``'aligned'``: the queue's entries averaged component by component
+  (:func:`~mixnorm_chainer.queue.aligned_mixture`, moment matching with Eq. 39's decay) into
+  one mixture that test mode then uses alone; meant for queues whose entries line up, as
+  warm-started fits (``init='previous'``) keep them.
 * ``'train-mode'``: each test batch is normalized with its own fitted mixture (the MN layers in
   training mode, Eq. 34-36), BN layers in test mode (their running averages).
 
@@ -36,7 +40,8 @@ Commands (wired into ``mixnorm-exp`` by :mod:`mixnorm_chainer.reproduce.runner`;
 
     mixnorm-exp recompute RUN [--batches N] [--rows-per-batch R] [--snapshot FILE]
                               [--device D] [--data-dir DIR]
-    mixnorm-exp evaluate RUN [RUN ...] [--strategies queue,printed,pool,recompute,train-mode]
+    mixnorm-exp evaluate RUN [RUN ...]
+                             [--strategies queue,printed,pool,recompute,train-mode,aligned]
                              [--batches N] [--rows-per-batch R] [--json FILE] [--device D]
                              [--data-dir DIR]
 """
@@ -48,6 +53,7 @@ import sys
 import chainer
 import chainer.functions as F
 
+from mixnorm_chainer.queue import aligned_mixture
 from mixnorm_chainer.reproduce import runfolder, seeds
 from mixnorm_chainer.reproduce.arguments import ArgumentParser, positive_int, run_command
 from mixnorm_chainer.reproduce.refit import (
@@ -56,6 +62,7 @@ from mixnorm_chainer.reproduce.refit import (
     predictor_of,
     recompute,
     short_name,
+    store_mixture,
 )
 from mixnorm_chainer.reproduce.trained_run import (
     evaluation_batches,
@@ -66,7 +73,7 @@ from mixnorm_chainer.reproduce.trained_run import (
 )
 
 #: the strategies of :func:`evaluate_strategies`, in the order of the tables
-STRATEGIES = ('queue', 'printed', 'pool', 'recompute', 'train-mode')
+STRATEGIES = ('queue', 'printed', 'pool', 'recompute', 'train-mode', 'aligned')
 #: default number of training batches of ``recompute`` and the 'recompute' strategy
 DEFAULT_BATCHES = 20
 
@@ -163,7 +170,7 @@ def evaluate_strategies(model, test_batches, train_batches=None, strategies=STRA
         if strategy != 'queue' and not links:
             results[strategy] = {'unavailable': 'the model has no MN layers'}
             continue
-        if strategy in ('queue', 'printed') and empty:
+        if strategy in ('queue', 'printed', 'aligned') and empty:
             results[strategy] = {'unavailable': 'the queue of {} is empty (no training step '
                                  'since it was built)'.format(', '.join(empty))}
             continue
@@ -187,6 +194,12 @@ def evaluate_strategies(model, test_batches, train_batches=None, strategies=STRA
                 extra['pool'][name] = {'rows': int(link.pool.kept_rows().shape[0]),
                                        'bytes': link.pool.memory_bytes}
                 pool_fit(link, seed=seed)
+        elif strategy == 'aligned':
+            for link in mn_links(work).values():
+                q = link.queue
+                merged = [aligned_mixture(*mixture, q.count, link.queue_decay)
+                          for mixture in (q.fit, q.statistics)]
+                store_mixture(link, *[tuple(a[0] for a in m) for m in merged])
         elif strategy == 'recompute':
             extra['recomputed'] = recompute(work, train_batches, n_batches, rows_per_batch,
                                             seed)

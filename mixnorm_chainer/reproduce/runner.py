@@ -6,7 +6,7 @@
     mixnorm-exp summarize DIR [DIR ...] [--csv FILE] [--against DIR ...]
     mixnorm-exp compare DIR [DIR ...] [--against DIR ...]
     mixnorm-exp recompute RUN [--batches N]
-    mixnorm-exp evaluate RUN [RUN ...] [--strategies queue,printed,pool,recompute,train-mode]
+    mixnorm-exp evaluate RUN [RUN ...] [--strategies queue,...,train-mode,aligned]
     mixnorm-exp cost [--device ...] [--iters N]
     mixnorm-exp smoke [NAME ...] [--steps N] [--batch-size B] [--input-size S] [--seed S]
 

@@ -3,8 +3,9 @@
 Every rank builds the same global batch, keeps its own unequal share of the samples, runs
 :class:`MultiNodeMixtureNormalization` on it and, on the side, the single-process
 :class:`MixtureNormalization` on the whole batch (same seed). It checks the mixture, the
-statistics, outputs, gradients (x: this rank's slice; gamma, beta: summed over ranks), queue
-and test-mode outputs, for several options; then that bad input on one rank raises the same
+statistics, outputs, gradients (x: this rank's slice; gamma, beta: summed over ranks), queue,
+the warm start's decisions and test-mode outputs, for several options (the AFK-MC² seeding and
+warm starts among them); then that bad input on one rank raises the same
 ValueError on every rank. Rank 0 writes a JSON report to argv[1]. Exit status 0 = all passed.
 """
 # isort: off
@@ -31,6 +32,11 @@ CASES = [
     dict(name='conv K=3 sample_fraction=0.5', shape=(12, 4, 2, 2),
          options=dict(n_components=3, em_iters=2, sample_fraction=0.5)),
     dict(name='conv K=1 (BN)', shape=(8, 4, 2, 2), options=dict(n_components=1, em_iters=2)),
+    dict(name='conv K=3 init=afkmc2', shape=(12, 4, 2, 2),
+         options=dict(n_components=3, em_iters=2, init='afkmc2', chain_length=7)),
+    # warm starts over 6 steps: the first seeds, 'every' reseeds at step 3, the rest are warm
+    dict(name='conv K=3 init=previous', shape=(12, 4, 3, 3), steps=6,
+         options=dict(n_components=3, em_iters=2, init='previous', reseed_every=3)),
 ]
 
 
@@ -70,7 +76,7 @@ def run_case(comm, case, seed):
                                            **case['options'])
     local = MixtureNormalization(C, seed=seed, dtype=numpy.float64, **case['options'])
     errs, unsynced = {}, {}
-    for step in range(2):                      # two training steps: queues of 2 entries
+    for step in range(case.get('steps', 2)):   # two training steps: queues of 2 entries
         xs = x + step * 0.5
         for link in (single, synced):
             link.cleargrads()
@@ -100,6 +106,13 @@ def run_case(comm, case, seed):
         errs[f'step{step}/gbeta'] = max_err(single.beta.grad, g_beta)
     for name in ('weights', 'means', 'variances'):
         errs['queue_' + name] = max_err(getattr(single.queue, name), getattr(synced.queue, name))
+    # the warm start's decisions (steps since seeding, reseeds by reason) are the same
+    errs['warm_start_state'] = float(single.warm_start.state['reseeds'] !=
+                                     synced.warm_start.state['reseeds'] or
+                                     single.warm_start.state['last'] !=
+                                     synced.warm_start.state['last'])
+    scores = [link.warm_start.state['score'] for link in (single, synced)]
+    errs['warm_start_score'] = 0.0 if scores == [None, None] else abs(scores[0] - scores[1])
     with chainer.using_config('train', False):
         errs['test_mode_y'] = max_err(single(x).array[lo:hi], synced(x[lo:hi]).array)
     return errs, unsynced, synced.communication.as_dict(), [int(s) for s in sizes]
