@@ -35,7 +35,11 @@ def layer_states(folder):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
-        print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        print('usage: ' + __doc__.strip().splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    missing = [path for path in argv if not os.path.isdir(path)]
+    if missing:
+        print('seeding_reseeds: not a run folder: {}'.format(', '.join(missing)), file=sys.stderr)
         return 2
     print('{:<58} {:>6} {:>6}  {}'.format('run / layer', 'warm', 'reseed',
                                           ' '.join('{:>8}'.format(r) for r in REASONS)))
@@ -46,11 +50,11 @@ def main(argv=None):
             except runfolder.RunError as e:
                 print(f'{folder}: {e}')
                 continue
-            if not states:
-                print(f'{folder}: no warm-start state (not an init=previous run)')
-            for layer, state in sorted(states.items()):
-                if not state['warm'] and not any(state['reseeds'].values()):
-                    continue              # a layer that never trained with init=previous
+            trained = {layer: state for layer, state in states.items()
+                       if state['warm'] or any(state['reseeds'].values())}
+            if not trained:
+                print(f'{folder}: no warm-started steps (not an init=previous run)')
+            for layer, state in sorted(trained.items()):
                 name = '{} {}'.format('/'.join(os.path.normpath(folder).split(os.sep)[-2:]),
                                       layer.split('predictor/')[-1])
                 print('{:<58} {:>6} {:>6}  {}'.format(

@@ -5,7 +5,8 @@ One mixture per MN layer, joint over the D = C channels of the rows x_1..x_m of 
 the paper does:
 
 1. k-means++ seeding with ``2 + int(log K)`` local trials per centre (Section 4.2), or the
-   cheaper AFK-MC² seeding that Section 5.1 names (:func:`afkmc2`, ``init='afkmc2'``),
+   cheaper AFK-MC² seeding that Section 5.1 names (``init='afkmc2'``; both in
+   :mod:`mixnorm_chainer.seeding`),
 2. ``kmeans_iters`` Lloyd k-means iterations,
 3. an M-step on the hard k-means assignment (initial lambda, mu, sigma^2),
 4. ``em_iters`` EM iterations, the E-step in the log domain (Eq. 31 via log-sum-exp),
@@ -336,13 +337,16 @@ def fit_gmm(X, n_components, *, kmeans_iters=1, em_iters=1, seed=None, sample_fr
         kmeans_iters: Lloyd iterations after the seeding (none after a warm start).
         em_iters: EM iterations after the k-means initialization (or from the warm start).
             The paper's "EM iter." is ``kmeans_iters + em_iters``.
-        init: the seeding, ``'kmeans++'`` (the paper's, :func:`kmeans_plusplus`) or
-            ``'afkmc2'`` (:func:`afkmc2`); or a warm start: a :class:`GaussianMixture`, or
-            ``(weights (K',), means (K', D), variances (K', D))`` (numpy or on X's device,
-            any float dtype, uncentred), K' <= K, that EM starts from. A component of
-            weight 0 (pruned) takes no rows and is pruned again (``min_weight`` > 0). The
-            returned mixture of a warm start also carries ``start``, a :class:`StartInfo`.
-        chain_length: AFK-MC²'s chain length (None: :func:`chain_length_for`).
+        init: the seeding, ``'kmeans++'`` (the paper's,
+            :func:`~mixnorm_chainer.seeding.kmeans_plusplus`) or ``'afkmc2'``
+            (:func:`~mixnorm_chainer.seeding.afkmc2`); or a warm start: a
+            :class:`GaussianMixture`, or ``(weights (K',), means (K', D), variances (K', D))``
+            (numpy or on X's device, any float dtype, uncentred), K' <= K, that EM starts
+            from. A component of weight 0 (pruned) takes no rows and is pruned again
+            (``min_weight`` > 0). The returned mixture of a warm start also carries
+            ``start``, a :class:`StartInfo`.
+        chain_length: AFK-MC²'s chain length (None:
+            :func:`~mixnorm_chainer.seeding.chain_length_for`).
         accept_start: for a warm start, None or a function of the :class:`StartInfo` that
             says, after the first EM iteration, whether to go on; when it returns False the
             fit stops there and ``fit_gmm`` returns None (the caller reseeds).

@@ -16,6 +16,8 @@ from mixnorm_chainer import MixtureNormalization, fit_gmm, gmm, seeding
 from mixnorm_chainer.queue import aligned_mixture
 from mixnorm_chainer.warm_start import REASONS, WarmStart, align
 
+from script_loader import load_script
+
 CENTRES = numpy.array([[-4.0, 0.0, 2.0], [3.0, 3.0, -1.0], [0.0, -5.0, 0.0]])
 SCALES = numpy.array([1.0, 0.6, 0.8])
 WEIGHTS = numpy.array([0.5, 0.3, 0.2])
@@ -476,3 +478,12 @@ def test_warm_start_far_from_the_origin_float32_agrees_with_float64():
     assert mean_err < 1e-4 and var_err < 1e-4, (mean_err, var_err)
     assert fits[numpy.float32].start.score == pytest.approx(fits[numpy.float64].start.score,
                                                             abs=1e-4)
+
+
+def test_reseed_report_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
+    script = load_script('experiments/seeding_reseeds.py')
+    assert script.main([str(tmp_path / 'nowhere')]) == 2
+    err = capsys.readouterr().err
+    assert 'not a run folder' in err and len(err.strip().splitlines()) == 1
+    assert script.main([]) == 2
+    assert capsys.readouterr().err.startswith('usage: ')
