@@ -32,10 +32,11 @@ seeds and [min, max] over seeds; ``--json`` has every seed's):
    layer calls it: ``check_finite=False``, the layer's ``min_weight`` and ``reg_covar``). For
    ``previous``: :class:`~mixnorm_chainer.warm_start.WarmStart`'s decision and its ``fit_gmm``
    call(s) (two when the warm fit is stopped after its first EM iteration and reseeded),
-   starting from this chain's own fit of the previous batch (given in the queue's form,
-   float64 on the device, prepared untimed). The three
-   inits are timed in turn on each batch (the order rotating), the device synchronized around
-   each timing.
+   starting from this chain's own fit of the previous batch (pushed onto the fitting layer's
+   queue untimed; its read from the queue is timed, as in a training step): each init's fits
+   are ``MixtureNormalization.fit_mixture`` of a layer with the captured link's options. The
+   three inits are timed in turn on each batch (the order rotating), the device synchronized
+   around each timing.
 2. ``layer fwd+bwd ms``: a fresh :class:`~mixnorm_chainer.MixtureNormalization` per init
    (the model's options: K, EM iter., fused ReLU, initial gamma, the seed), fed the stream in
    order; forward and backward (a fixed random upstream gradient) of one step, timed in turn
@@ -74,7 +75,6 @@ import time
 
 import chainer
 import numpy
-from chainer.backend import get_array_module
 from chainer.backends import cuda
 
 from mixnorm_chainer import MixtureNormalization
@@ -82,7 +82,6 @@ from mixnorm_chainer.functions import to_rows
 from mixnorm_chainer.gmm import fit_gmm, random_generator
 from mixnorm_chainer.reproduce import builders, registry, runfolder
 from mixnorm_chainer.reproduce.datasets import get_dataset
-from mixnorm_chainer.warm_start import WarmStart
 
 INITS = ('kmeans++', 'afkmc2', 'previous')
 #: network key -> (registry row, MN layer captured, digits image side)
@@ -164,51 +163,29 @@ def capture(key, args, seed, device):
 
 # -- fits ------------------------------------------------------------------------------------
 
-def previous_of(gmm, K):
-    """A fitted mixture in the queue's form (``ParameterQueue.newest_fit``): float64 on the
-    fit's device, K components, pruned ones with weight 0."""
-    xp = get_array_module(gmm.weights)
-    w, mu, var = (a.astype(numpy.float64) for a in (gmm.weights, gmm.means64, gmm.variances))
-    k = w.shape[0]
-    weights, means, variances = xp.zeros(K), xp.zeros((K, mu.shape[1])), \
-        xp.ones((K, mu.shape[1]))
-    weights[:k], means[:k], variances[:k] = w, mu, var
-    return weights, means, variances
-
-
 class Fitter:
-    """One init's training fits, made as the layer makes them (MixtureNormalization._fit)."""
+    """One init's training fits, made by a layer of the captured link's options
+    (:meth:`~mixnorm_chainer.MixtureNormalization.fit_mixture`, what a training step calls);
+    between fits, untimed, the last fit is pushed onto the layer's queue, where the next warm
+    start reads it."""
 
-    def __init__(self, init, link, seed, index):
-        self.init, self.K = init, link.n_components
-        self.em_iters, self.kmeans_iters, self.gmm_em_iters = \
-            link.em_iters, link.kmeans_iters, link.gmm_em_iters
-        self.common = dict(min_weight=link.min_weight, reg_covar=link.reg_covar,
-                           check_finite=False)
-        self.rng = random_generator(numpy.random.SeedSequence([seed, index]))
-        self.warm = WarmStart(min_weight=link.min_weight)
-        self.previous = None              # queue form of the last fit (warm chain)
+    def __init__(self, init, link, seed, index, device):
+        options = dict(link.options(), init=init)
+        self.layer = MixtureNormalization(options.pop('size'), **options,
+                                          seed=numpy.random.SeedSequence([seed, index]))
+        self.layer.to_device(device)
+        self.warm = self.layer.warm_start
         self.last = None
 
     def prepare(self):
-        """Untimed: the previous fit in the form the layer reads from its queue."""
-        self.previous = None if self.last is None else previous_of(self.last, self.K)
+        """Untimed: the previous fit onto the queue, as the training step pushes it."""
+        if self.last is not None:
+            mixture = (self.last.weights, self.last.means64, self.last.variances)
+            self.layer.queue.push(mixture, mixture)
 
     def fit(self, rows):
-        def one(start, accept=None):
-            if isinstance(start, str):
-                return fit_gmm(rows, self.K, kmeans_iters=self.kmeans_iters,
-                               em_iters=self.gmm_em_iters, seed=self.rng,
-                               init='kmeans++' if start == 'seed' else start, **self.common)
-            return fit_gmm(rows, self.K, em_iters=self.em_iters, init=start, seed=self.rng,
-                           accept_start=accept, **self.common)
-
-        if self.init == 'previous':
-            gmm = self.warm.fit(one, self.previous, rows.shape[1], self.K)
-        else:
-            gmm = one(self.init)
-        self.last = gmm
-        return gmm
+        self.last = self.layer.fit_mixture(rows)
+        return self.last
 
 
 def timed(device, fn, *args, **kwargs):
@@ -226,7 +203,7 @@ def rotation(i):
 
 def fit_times(rows, link, seed, device):
     """Numbers 1 and 3: per init, fit ms, score, and the warm chain's fits per batch."""
-    fitters = {init: Fitter(init, link, seed, k) for k, init in enumerate(INITS)}
+    fitters = {init: Fitter(init, link, seed, k, device) for k, init in enumerate(INITS)}
     ms = {init: [] for init in INITS}
     scores = {init: [] for init in INITS}
     warm_fits = []                       # the warm chain's fit of batch i (i = 0: the prime)

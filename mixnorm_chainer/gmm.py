@@ -467,14 +467,12 @@ def warm_start_em(X, X2, start, shift, reg_covar, reduction=LOCAL, em_iters=1):
     log_resp, log_norm = e_step(X, *params, X2=X2)
     if em_iters > 0:
         params = m_step(X, X2, xp.exp(log_resp), reg_covar, reduction)
-    local = xp.concatenate([log_norm.sum(dtype=numpy.float64)[None],
-                            params[0].astype(numpy.float64)])
-    total, = reduction.sum(local)
-    host = cuda.to_cpu(xp.concatenate([total, weights]))
+    # the M-step's weights come from reduced sums already; only the log-likelihood is a local sum
+    total, = reduction.sum(log_norm.sum(dtype=numpy.float64)[None])
+    host = cuda.to_cpu(xp.concatenate([total, params[0].astype(numpy.float64), weights]))
     K = params[0].shape[0]
-    after = host[1:K + 1]                     # summed over ranks when distributed
-    return params, StartInfo(float(host[0]) / reduction.total(X.shape[0]),
-                             after / after.sum(), int((host[K + 1:2 * K + 1] > 0).sum()))
+    return params, StartInfo(float(host[0]) / reduction.total(X.shape[0]), host[1:K + 1],
+                             int((host[K + 1:] > 0).sum()))
 
 
 def _start_mixture(init, dim, n_components):

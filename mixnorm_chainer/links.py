@@ -244,7 +244,7 @@ class MixtureNormalization(chainer.Link):
         if recomputing:                   # F.forget's backward: the forward pass's mixture
             gmm = self._forgotten.take(rows)
         else:
-            gmm = self._fit(rows, reduction)
+            gmm = self.fit_mixture(rows, reduction)
         node = MixtureNormalizationFunction(
             gmm.responsibilities(rows), self.eps, self.affine, self.activation, rows=rows,
             shift=gmm.center, reduction=reduction)
@@ -260,9 +260,11 @@ class MixtureNormalization(chainer.Link):
             self.pool.push(rows)
         return y
 
-    def _fit(self, rows, reduction):
-        """This training step's mixture: seeded as ``init`` says, or warm-started from the
-        previous step's (:class:`~mixnorm_chainer.warm_start.WarmStart`)."""
+    def fit_mixture(self, rows, reduction=LOCAL):
+        """The mixture a training step fits to ``rows`` (m, C): seeded as ``init`` says, or
+        warm-started from the queue's newest entry (:mod:`mixnorm_chainer.warm_start`).
+        Advances the random generator and the warm start's state; the queue is left as it is
+        (a training step then pushes the result)."""
         common = dict(seed=self._rng, sample_fraction=self.sample_fraction,
                       min_weight=self.min_weight, reg_covar=self.reg_covar, check_finite=False,
                       reduction=reduction, chain_length=self.chain_length)

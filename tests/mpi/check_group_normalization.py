@@ -34,6 +34,7 @@ from mixnorm_chainer.models import CifarCNN
 from mixnorm_chainer.reproduce.data_parallel import synchronize_normalization
 
 import mpi_report
+from mpi_report import max_err
 
 #: global batch (divisible by 2, 3, 4 ranks), image side, training steps
 N, SIZE, STEPS = 12, 8, 3
@@ -63,13 +64,6 @@ def clustered(shape, seed):
     x = rng.normal(size=shape)
     x.reshape(shape[0], -1)[:, ::3] += 3.0          # every set has two clusters of values
     return x
-
-
-def max_err(a, b):
-    a, b = numpy.asarray(a, dtype=numpy.float64), numpy.asarray(b, dtype=numpy.float64)
-    if a.shape != b.shape:
-        return float('inf')
-    return float(numpy.max(numpy.abs(a - b))) if a.size else 0.0
 
 
 def layer_case(comm, case, seed):

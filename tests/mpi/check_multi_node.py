@@ -20,6 +20,7 @@ from mixnorm_chainer import MixtureNormalization
 from mixnorm_chainer.multi_node import MultiNodeMixtureNormalization, create_multi_node_mn_model
 
 import mpi_report
+from mpi_report import max_err
 
 CASES = [
     dict(name='conv K=3 EM2', shape=(11, 5, 3, 3), options=dict(n_components=3, em_iters=2)),
@@ -53,13 +54,6 @@ def clustered(shape, seed):
     x[: shape[0] // 3] += 3.0
     x[shape[0] // 3: 2 * shape[0] // 3] -= 2.0
     return x
-
-
-def max_err(a, b):
-    a, b = numpy.asarray(a, dtype=numpy.float64), numpy.asarray(b, dtype=numpy.float64)
-    if a.shape != b.shape:
-        return float('inf')
-    return float(numpy.max(numpy.abs(a - b))) if a.size else 0.0
 
 
 def run_case(comm, case, seed):

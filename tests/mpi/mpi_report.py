@@ -1,8 +1,18 @@
 """The frame of a ``tests/mpi`` check: run it on every rank, gather the failures of all ranks,
-and have rank 0 write the JSON report to argv[1]."""
+and have rank 0 write the JSON report to argv[1]; and the error measure the checks share."""
 import json
 import sys
 import traceback
+
+import numpy
+
+
+def max_err(a, b):
+    """max |a - b| in float64; inf when the shapes differ, 0 for empty arrays."""
+    a, b = numpy.asarray(a, dtype=numpy.float64), numpy.asarray(b, dtype=numpy.float64)
+    if a.shape != b.shape:
+        return float('inf')
+    return float(numpy.max(numpy.abs(a - b))) if a.size else 0.0
 
 
 def run(comm, report, checks):
